@@ -1,0 +1,65 @@
+"""`perfloop-platform`: offline plan (and, as the package grows, check, evidence and fleet)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from infra.errors import ConfigError
+
+DEFAULT_STACK = "byoc-example"
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from infra.engine import plan_stack
+    from infra.plan_view import render_tree
+
+    started = time.perf_counter()
+    plan = plan_stack(args.stack)
+    elapsed = time.perf_counter() - started
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(plan.dumps())
+    sys.stdout.write(render_tree(plan))
+    if args.out:
+        sys.stdout.write(f"plan written to {args.out}\n")
+    if args.timing:
+        sys.stderr.write(f"offline plan of {args.stack}: {elapsed:.2f} s\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perfloop-platform",
+        description="Build, check and prove the Perfloop platform on Google Cloud. "
+        "Every command here runs offline: no credentials, no network.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser(
+        "plan",
+        help="run the Pulumi program offline and show what `pulumi up` would create",
+        description="Run the unchanged Pulumi program in-process under a mock engine with the stack's "
+        "config (stacks/Pulumi.<stack>.yaml). Prints the resource tree; --out writes the "
+        "machine-readable plan (URN, type, name, parent, inputs, dependencies, protect of every resource).",
+    )
+    plan.add_argument("--stack", "-s", default=DEFAULT_STACK, help=f"stack name (default: {DEFAULT_STACK})")
+    plan.add_argument("--out", "-o", help="write the plan JSON here")
+    plan.add_argument("--timing", action="store_true", help="report the plan's wall time on stderr")
+    plan.set_defaults(handler=_plan)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"perfloop-platform: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Google Cloud components. Each is one ComponentResource with typed args and parented children."""

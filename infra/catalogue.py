@@ -23,6 +23,8 @@ EGRESS_PROXY = "egress-proxy"
 SANDBOX_KIND = "SandboxTemplate"
 NODE_POOLS = ("system", "egress", "sandbox")
 CONNECTION_KINDS = ("metrics", "traces", "logs", "profiles")
+# ConfigMaps the platform renders, which a workload may mount read-only.
+PLATFORM_CONFIG_MAPS = ("sandbox-pod-template", "db-migrations", "egress-policy")
 
 # Roles that would grant far more than any one workload needs, or would bypass the per-secret grant.
 _FORBIDDEN_ROLE = re.compile(r"^roles/(owner|editor|viewer|secretmanager\..*|iam\.serviceAccount(Admin|Key.*|TokenCreator|User)|resourcemanager\..*)$")
@@ -97,6 +99,8 @@ class Workload(_Model):
     kubernetes_api: list[ApiPermission] = []
     # Internet hosts this workload's own traffic may reach through the proxy (subprocessors).
     egress_destinations: list[str] = []
+    # Platform-rendered ConfigMaps mounted read-only under /etc/perfloop/<name>.
+    config_maps: list[Literal["sandbox-pod-template", "db-migrations", "egress-policy"]] = []
 
     @field_validator("image")
     @classmethod
@@ -180,7 +184,7 @@ class Catalogue(_Model):
             if (w.node_pool == "sandbox") != (w.kind == SANDBOX_KIND):
                 problems.append(f"{where}: node pool 'sandbox' is for the sandbox template alone")
             if w.kind == SANDBOX_KIND:
-                held = [f for f in ("secrets", "gcp_roles", "database_role", "kubernetes_api", "egress_destinations") if getattr(w, f)]
+                held = [f for f in ("secrets", "gcp_roles", "database_role", "kubernetes_api", "egress_destinations", "config_maps") if getattr(w, f)]
                 if held:
                     problems.append(f"{where}: a sandbox holds no credentials, yet declares {', '.join(held)}")
                 if w.dns or w.google_apis or w.internet:

@@ -15,6 +15,8 @@ DEFAULT_STACK = "byoc-example"
 
 def _plan(args: argparse.Namespace) -> int:
     from infra.engine import plan_stack
+    from infra.grants import ledger, render_grants
+    from infra.k8s.analysis import reachability, render_reachability
     from infra.plan_view import render_tree
 
     started = time.perf_counter()
@@ -23,7 +25,12 @@ def _plan(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(plan.dumps())
-    sys.stdout.write(render_tree(plan))
+    views = {
+        "tree": lambda: render_tree(plan),
+        "network": lambda: render_reachability(reachability(plan.resources)),
+        "grants": lambda: render_grants(ledger(plan.resources)),
+    }
+    sys.stdout.write(views[args.show]())
     if args.out:
         sys.stdout.write(f"plan written to {args.out}\n")
     if args.timing:
@@ -47,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--stack", "-s", default=DEFAULT_STACK, help=f"stack name (default: {DEFAULT_STACK})")
     plan.add_argument("--out", "-o", help="write the plan JSON here")
+    plan.add_argument(
+        "--show",
+        choices=("tree", "network", "grants"),
+        default="tree",
+        help="tree: resources and key settings; network: reachability derived from the NetworkPolicies "
+        "(who may connect to whom, on which port, who reaches the internet); grants: per identity, every "
+        "RBAC permission, GCP role, readable secret, database role and network edge",
+    )
     plan.add_argument("--timing", action="store_true", help="report the plan's wall time on stderr")
     plan.set_defaults(handler=_plan)
     return parser

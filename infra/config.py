@@ -147,6 +147,8 @@ class NodePoolsConfig(_Model):
 
 class ClusterConfig(_Model):
     release_channel: Literal["RAPID", "REGULAR", "STABLE"] = "REGULAR"
+    # Minimum control-plane version; manifests are validated against this version's schemas.
+    kubernetes_version: Literal["1.33", "1.34", "1.35"] = "1.34"
     # Networks allowed to reach the control plane's private endpoint (besides the VPC itself).
     master_authorized_networks: list[AuthorizedNetwork] = []
     node_pools: NodePoolsConfig = NodePoolsConfig()

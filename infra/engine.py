@@ -126,7 +126,15 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any]) -> tuple[st
         rid = f"projects/{project}/regions/{inputs['region']}/subnetworks/{inputs['name']}"
     elif type_ == "gcp:container/cluster:Cluster":
         rid = f"projects/{project}/locations/{inputs['location']}/clusters/{inputs['name']}"
-        outputs.update(endpoint=COMPUTED, masterAuth={**inputs.get("masterAuth", {}), "clusterCaCertificate": COMPUTED})
+        endpoints = inputs.get("controlPlaneEndpointsConfig", {})
+        outputs.update(
+            endpoint=COMPUTED,
+            masterAuth={**inputs.get("masterAuth", {}), "clusterCaCertificate": COMPUTED},
+            controlPlaneEndpointsConfig={
+                **endpoints,
+                "dnsEndpointConfig": {**endpoints.get("dnsEndpointConfig", {}), "endpoint": COMPUTED},
+            },
+        )
     elif type_ == "gcp:sql/databaseInstance:DatabaseInstance":
         outputs.update(
             connectionName=f"{project}:{inputs['region']}:{inputs['name']}",

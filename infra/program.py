@@ -7,7 +7,8 @@ from pulumi_gcp import Provider
 
 from infra.catalogue import load_catalogue
 from infra.config import load_stack_config
-from infra.shapes import Cell, Workspace, stack_labels
+from infra.k8s.manifests import render_manifests
+from infra.shapes import CELL_NAME, Cell, Workspace, stack_labels
 from infra.topology import build_topology
 
 
@@ -16,6 +17,7 @@ def main() -> None:
     # here with a ConfigError, never half-way through a stack.
     config = load_stack_config()
     topology = build_topology(config, load_catalogue())
+    manifests = render_manifests(topology, database_instance=CELL_NAME)
 
     # One explicit provider pinned to the customer's project and region: a resource that does not
     # name its project still cannot land anywhere else.
@@ -26,8 +28,8 @@ def main() -> None:
         default_labels=stack_labels(config),
     )
     providers = pulumi.ResourceOptions(providers={"gcp": provider})
-    cell = Cell("perfloop", topology, opts=providers)
-    Workspace(f"workspace-{config.workspace.id}", topology, cell, opts=providers)
+    cell = Cell(CELL_NAME, topology, manifests, opts=providers)
+    Workspace(f"workspace-{config.workspace.id}", topology, manifests, cell, opts=providers)
 
     pulumi.export("shape", config.shape)
     pulumi.export("project", config.project)

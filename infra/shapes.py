@@ -22,7 +22,12 @@ from infra.gcp.network import Network, NetworkArgs
 from infra.gcp.node_pools import NodePools, NodePoolsArgs
 from infra.gcp.secret_store import SecretStore, SecretStoreArgs
 from infra.gcp.services import ProjectServices, ProjectServicesArgs
+from infra.k8s.layer import KubernetesObjects, KubernetesObjectsArgs, cluster_provider
+from infra.k8s.manifests import Manifest
 from infra.topology import Identity, SecretSpec, Topology
+
+# The cell's name; it also names its cluster and its Cloud SQL instance.
+CELL_NAME = "perfloop"
 
 
 def stack_labels(config: StackConfig) -> dict[str, str]:
@@ -80,7 +85,7 @@ class Grants(pulumi.ComponentResource):
 
 
 class Cell(pulumi.ComponentResource):
-    def __init__(self, name: str, topology: Topology, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, topology: Topology, manifests: list[Manifest], opts: pulumi.ResourceOptions | None = None):
         super().__init__("perfloop:platform:Cell", name, None, opts)
         config = topology.config
         child = pulumi.ResourceOptions(parent=self)
@@ -105,6 +110,7 @@ class Cell(pulumi.ComponentResource):
                 subnetwork=self.network.subnet.id,
                 control_plane_cidr=config.network.control_plane_cidr,
                 release_channel=config.cluster.release_channel,
+                kubernetes_version=config.cluster.kubernetes_version,
                 master_authorized_networks=config.cluster.master_authorized_networks,
                 binary_authorization=binary_authorization,
                 cmek_key=config.cmek_key,
@@ -157,6 +163,18 @@ class Cell(pulumi.ComponentResource):
             # Workload Identity bindings need the cluster's identity pool to exist.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]),
         )
+        self.kubernetes = cluster_provider(
+            "gke",
+            self.cluster.cluster.control_plane_endpoints_config.apply(lambda c: c.dns_endpoint_config.endpoint),
+            opts=child,
+        )
+        self.objects = KubernetesObjects(
+            "kubernetes",
+            KubernetesObjectsArgs(manifests=[m for m in manifests if m.scope is None]),
+            opts=pulumi.ResourceOptions(
+                parent=self, providers={"kubernetes": self.kubernetes}, depends_on=[self.node_pools, self.grants]
+            ),
+        )
         self.register_outputs(
             {
                 "cluster": self.cluster.cluster.name,
@@ -167,7 +185,9 @@ class Cell(pulumi.ComponentResource):
 
 
 class Workspace(pulumi.ComponentResource):
-    def __init__(self, name: str, topology: Topology, cell: Cell, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, topology: Topology, manifests: list[Manifest], cell: Cell, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("perfloop:platform:Workspace", name, None, opts)
         config = topology.config
         self.grants = Grants(
@@ -182,6 +202,13 @@ class Workspace(pulumi.ComponentResource):
                 labels={**stack_labels(config), "perfloop-workspace": config.workspace.id},
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cell.cluster]),
+        )
+        self.objects = KubernetesObjects(
+            f"{name}-kubernetes",
+            KubernetesObjectsArgs(manifests=[m for m in manifests if m.scope == config.workspace.id]),
+            opts=pulumi.ResourceOptions(
+                parent=self, providers={"kubernetes": cell.kubernetes}, depends_on=[cell.objects, self.grants]
+            ),
         )
         self.register_outputs({"workspace": config.workspace.id})
 

@@ -32,7 +32,10 @@ def test_plan_json_holds_every_resource_with_its_record(byoc_plan):
         assert r["parent"] in urns or r["type"] == "pulumi:pulumi:Stack"
         assert set(r["dependencies"]) <= urns
         if r["custom"] and not r["type"].startswith("pulumi:providers:"):
-            assert r["provider"].endswith("::gcp"), r["urn"]
+            # Every resource goes through an explicit provider: gcp pinned to the project, or
+            # kubernetes bound to the stack's cluster.
+            package = r["type"].split(":")[0]
+            assert r["provider"].endswith({"gcp": "::gcp", "kubernetes": "::gke"}[package]), r["urn"]
 
 
 def test_plan_holds_every_component(byoc_plan):

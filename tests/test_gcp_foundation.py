@@ -122,9 +122,10 @@ def test_cloud_sql_waits_for_private_services_access(byoc_plan):
     assert lookup(sql.inputs, "settings.ipConfiguration.privateNetwork").endswith("/networks/perfloop-vpc")
 
 
-def test_cloud_sql_iam_authentication_flag(byoc_plan):
+def test_cloud_sql_iam_authentication_and_ddl_logging_flags(byoc_plan):
     flags = {f["name"]: f["value"] for f in lookup(one(byoc_plan, SQL).inputs, "settings.databaseFlags")}
     assert flags["cloudsql.iam_authentication"] == "on"
+    assert flags["log_statement"] == "ddl"
 
 
 def test_stateful_resources_are_protected(byoc_plan):

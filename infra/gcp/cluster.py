@@ -26,6 +26,7 @@ class ClusterArgs:
     subnetwork: pulumi.Input[str]
     control_plane_cidr: str
     release_channel: str
+    kubernetes_version: str
     master_authorized_networks: list[AuthorizedNetwork]
     binary_authorization: bool
     # Application-layer secrets encryption key; None keeps Google-managed encryption.
@@ -113,6 +114,7 @@ class Cluster(pulumi.ComponentResource):
             datapath_provider="ADVANCED_DATAPATH",
             enable_shielded_nodes=True,
             release_channel=container.ClusterReleaseChannelArgs(channel=args.release_channel),
+            min_master_version=args.kubernetes_version,
             enable_legacy_abac=False,
             master_auth=container.ClusterMasterAuthArgs(
                 client_certificate_config=container.ClusterMasterAuthClientCertificateConfigArgs(

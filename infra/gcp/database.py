@@ -93,6 +93,9 @@ class Database(pulumi.ComponentResource):
                     sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="cloudsql.iam_authentication", value="on"),
                     sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="log_connections", value="on"),
                     sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="log_disconnections", value="on"),
+                    # DDL is logged: the one path around the audit table's triggers (an owner
+                    # member disabling them) leaves a record.
+                    sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="log_statement", value="ddl"),
                 ],
                 user_labels=args.labels,
             ),

@@ -1,0 +1,1 @@
+"""The Kubernetes layer: manifests derived from the catalogue, registered through one provider."""

@@ -99,6 +99,9 @@ class Workload(_Model):
     kubernetes_api: list[ApiPermission] = []
     # Internet hosts this workload's own traffic may reach through the proxy (subprocessors).
     egress_destinations: list[str] = []
+    # A Google identity even without secrets or roles here: a connector's own identity is what the
+    # customer grants read access to in their telemetry project.
+    gcp_identity: bool = False
     # Platform-rendered ConfigMaps mounted read-only under /etc/perfloop/<name>.
     config_maps: list[Literal["sandbox-pod-template", "db-migrations", "egress-policy"]] = []
 
@@ -132,7 +135,7 @@ class Workload(_Model):
 
     @property
     def has_gcp_identity(self) -> bool:
-        return bool(self.secrets or self.gcp_roles or self.database_role)
+        return bool(self.gcp_identity or self.secrets or self.gcp_roles or self.database_role)
 
     @property
     def calls_kubernetes_api(self) -> bool:
@@ -184,7 +187,7 @@ class Catalogue(_Model):
             if (w.node_pool == "sandbox") != (w.kind == SANDBOX_KIND):
                 problems.append(f"{where}: node pool 'sandbox' is for the sandbox template alone")
             if w.kind == SANDBOX_KIND:
-                held = [f for f in ("secrets", "gcp_roles", "database_role", "kubernetes_api", "egress_destinations", "config_maps") if getattr(w, f)]
+                held = [f for f in ("gcp_identity", "secrets", "gcp_roles", "database_role", "kubernetes_api", "egress_destinations", "config_maps") if getattr(w, f)]
                 if held:
                     problems.append(f"{where}: a sandbox holds no credentials, yet declares {', '.join(held)}")
                 if w.dns or w.google_apis or w.internet:

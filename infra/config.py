@@ -37,7 +37,8 @@ GCP_REGIONS = frozenset(
 _PRIVATE_NETS = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _KMS_KEY = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]+/keyRings/[\w-]+/cryptoKeys/[\w-]+$")
-_TIER = re.compile(r"^db-(custom|perf-optimized-N)-(\d+)-(\d+)$")
+_TIER = re.compile(r"^db-(?:custom-(\d+)-(\d+)|perf-optimized-N-(\d+))$")
+_PERF_OPTIMIZED_CPUS = {2, 4, 8, 16, 32, 48, 64, 80, 96, 128}
 _IMAGE_DIGEST = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
@@ -178,8 +179,11 @@ class DatabaseConfig(_Model):
                 "(e.g. db-custom-2-7680) or db-perf-optimized-N-<vCPUs> for ENTERPRISE_PLUS; "
                 "shared-core tiers (db-f1-micro, db-g1-small) carry no SLA"
             )
-        family, cpus, memory = match.group(1), int(match.group(2)), int(match.group(3))
-        if family == "custom":
+        if match.group(3):
+            if int(match.group(3)) not in _PERF_OPTIMIZED_CPUS:
+                raise ValueError(f"{value!r}: vCPUs must be one of {sorted(_PERF_OPTIMIZED_CPUS)}")
+        else:
+            cpus, memory = int(match.group(1)), int(match.group(2))
             if cpus != 1 and (cpus % 2 or cpus > 96):
                 raise ValueError(f"{value!r}: vCPUs must be 1 or an even number up to 96")
             if memory % 256 or not (921 * cpus <= memory <= 6656 * cpus):
@@ -253,17 +257,31 @@ class WorkspaceConfig(_Model):
         return value
 
 
+# Which keys each shape may set. A tenant names its cell and describes its workspace; everything
+# else is the cell's, and a tenant stack cannot set (or weaken) it.
+SHAPE_KEYS = {
+    "byoc": {"required": {"shape", "project", "region", "network", "workspace"}, "forbidden": {"cell"}},
+    "cell": {"required": {"shape", "project", "region", "network"}, "forbidden": {"cell", "workspace"}},
+    "tenant": {
+        "required": {"shape", "cell", "workspace"},
+        "forbidden": {"project", "region", "network", "cluster", "database", "cmek_key", "images", "loosen"},
+    },
+}
+
+
 class StackConfig(_Model):
-    shape: Literal["byoc"] = Field(description="Deployment shape.")
-    project: str = Field(description="GCP project every resource is created in.")
-    region: str
-    network: NetworkConfig
+    shape: Literal["byoc", "cell", "tenant"] = Field(description="byoc: cell + one workspace in the customer's project; cell: shared infrastructure; tenant: one workspace on a cell.")
+    # Tenant only: the cell's stack ("org/project/stack" or, in one backend, the stack name).
+    cell: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+    project: Optional[str] = Field(default=None, description="GCP project every resource is created in.")
+    region: Optional[str] = None
+    network: Optional[NetworkConfig] = None
     cluster: ClusterConfig = ClusterConfig()
     database: DatabaseConfig = DatabaseConfig()
     # Customer-managed key for Cloud SQL, Secret Manager replicas and GKE application-layer
     # secrets encryption. Without it, Google-managed keys encrypt data at rest.
     cmek_key: Optional[str] = None
-    workspace: WorkspaceConfig
+    workspace: Optional[WorkspaceConfig] = None
     labels: dict[str, str] = {}
     # Per-workload image override; must be pinned by digest like the catalogue's.
     images: dict[str, str] = {}
@@ -271,15 +289,15 @@ class StackConfig(_Model):
 
     @field_validator("project")
     @classmethod
-    def _project(cls, value: str) -> str:
-        if not _PROJECT_ID.match(value):
+    def _project(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _PROJECT_ID.match(value):
             raise ValueError(f"{value!r} is not a GCP project ID (6–30 lower-case letters, digits, hyphens; starts with a letter)")
         return value
 
     @field_validator("region")
     @classmethod
-    def _region(cls, value: str) -> str:
-        if value not in GCP_REGIONS:
+    def _region(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in GCP_REGIONS:
             raise ValueError(f"{value!r} is not a known GCP region; allowed: {', '.join(sorted(GCP_REGIONS))}")
         return value
 
@@ -320,6 +338,41 @@ class StackConfig(_Model):
     def loosened(self, loosening: Loosening) -> bool:
         return loosening in self.loosen
 
+    def on_cell(self, contract: "CellContract") -> "StackConfig":
+        """A tenant's effective config: its workspace on the cell's project, region and network."""
+        return self.model_copy(
+            update={
+                "project": contract.project,
+                "region": contract.region,
+                "network": contract.network,
+                "cluster": self.cluster.model_copy(update={"kubernetes_version": contract.kubernetes_version}),
+                "cmek_key": contract.cmek_key,
+                "loosen": contract.loosen,
+            }
+        )
+
+
+class CellContract(_Model):
+    """What a cell exports for its tenants (stack output `tenant_contract`): enough to place a
+    workspace on it, nothing that would let a tenant change it."""
+
+    project: str
+    region: str
+    network: NetworkConfig
+    kubernetes_version: str
+    database_instance: str
+    cluster_endpoint: str
+    cmek_key: Optional[str] = None
+    loosen: list[Loosening] = []
+
+
+def parse_cell_contract(value: Any, cell: str) -> CellContract:
+    try:
+        return CellContract.model_validate(value)
+    except ValidationError as exc:
+        problems = [f"{NAMESPACE}:cell: stack {cell!r} output tenant_contract is missing or malformed ({len(exc.errors())} problems); deploy the cell with this package's version first"]
+        raise ConfigError("cell reference", problems) from None
+
 
 def _structured(field: Any) -> bool:
     """Keys whose YAML value is an object or a list arrive from Pulumi as JSON text."""
@@ -334,6 +387,14 @@ def parse_stack_config(raw: dict[str, Any], source: str = "stack config") -> Sta
         f"{NAMESPACE}:{key}: not a known key; known keys: {', '.join(sorted(known))}"
         for key in sorted(set(raw) - known)
     ]
+    rules = SHAPE_KEYS.get(raw.get("shape"))
+    if rules is not None:
+        shape = raw["shape"]
+        problems += [f"{NAMESPACE}:{k}: required key is missing for shape {shape!r}; set it in the stack file" for k in sorted(rules["required"] - set(raw))]
+        problems += [
+            f"{NAMESPACE}:{k}: not allowed for shape {shape!r}" + ("; the cell owns it" if shape == "tenant" else "")
+            for k in sorted(rules["forbidden"] & set(raw))
+        ]
     try:
         config = StackConfig.model_validate(raw)
     except ValidationError as exc:

@@ -153,7 +153,15 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any]) -> tuple[st
 
 
 class _Mocks(mocks.Mocks):
+    def __init__(self, stack_references: dict[str, dict[str, Any]]):
+        self.stack_references = stack_references
+
     def new_resource(self, args: mocks.MockResourceArgs):
+        if args.typ == "pulumi:pulumi:StackReference":
+            stack = args.inputs["name"]
+            if stack not in self.stack_references:
+                raise ConfigError("stack reference", [f"stack {stack!r} is not known to the offline engine; plan it first or name a stack in stacks/"])
+            return stack, {"name": stack, "outputs": self.stack_references[stack], "secretOutputNames": []}
         return _computed_outputs(args.typ, args.name, args.inputs)
 
     def call(self, args: mocks.MockCallArgs):
@@ -163,8 +171,8 @@ class _Mocks(mocks.Mocks):
 class _RecordingMonitor(mocks.MockMonitor):
     """The mock monitor, plus a record of everything the engine would need for a real deployment."""
 
-    def __init__(self, project: str, stack: str) -> None:
-        super().__init__(_Mocks())
+    def __init__(self, project: str, stack: str, stack_references: dict[str, dict[str, Any]]) -> None:
+        super().__init__(_Mocks(stack_references))
         self._project, self._stack = project, stack
         self.records: dict[str, PlannedResource] = {}
         self.stack_outputs: dict[str, Any] = {}
@@ -207,10 +215,18 @@ class _RecordingMonitor(mocks.MockMonitor):
         return super().RegisterResourceOutputs(request)
 
 
-def run_program(program: Callable[[], None], *, project: str, stack: str, config: dict[str, str]) -> Plan:
-    """Run `program` as the language host would, against the recording mock monitor."""
+def run_program(
+    program: Callable[[], None],
+    *,
+    project: str,
+    stack: str,
+    config: dict[str, str],
+    stack_references: Optional[dict[str, dict[str, Any]]] = None,
+) -> Plan:
+    """Run `program` as the language host would, against the recording mock monitor.
+    `stack_references` holds the outputs of the stacks the program reads, by stack name."""
     set_all_config(config)
-    monitor = _RecordingMonitor(project, stack)
+    monitor = _RecordingMonitor(project, stack, stack_references or {})
     # The runtime binds its futures to the current event loop, so the loop comes first.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -297,9 +313,24 @@ def read_stack_file(layout: ProjectLayout, stack: str) -> dict[str, str]:
     return wire_config(config)
 
 
-def plan_stack(stack: str, layout: Optional[ProjectLayout] = None) -> Plan:
-    """Offline plan of a stack file with the real program."""
+def referenced_cell(config: dict[str, str]) -> Optional[str]:
+    """The cell stack a tenant's config names, as a stack name in this project's stacks/."""
+    cell = config.get("perfloop:cell")
+    return cell.rsplit("/", 1)[-1] if cell else None
+
+
+def plan_stack(
+    stack: str, layout: Optional[ProjectLayout] = None, cell_outputs: Optional[dict[str, Any]] = None
+) -> Plan:
+    """Offline plan of a stack file with the real program. A tenant's cell is planned first (or
+    its outputs passed in, as the fleet does) and answers the tenant's StackReference."""
     from infra.program import main
 
     layout = layout or find_project()
-    return run_program(main, project=layout.name, stack=stack, config=read_stack_file(layout, stack))
+    config = read_stack_file(layout, stack)
+    references = {}
+    cell = referenced_cell(config)
+    if cell is not None:
+        outputs = cell_outputs if cell_outputs is not None else plan_stack(cell, layout).outputs
+        references[config["perfloop:cell"]] = outputs
+    return run_program(main, project=layout.name, stack=stack, config=config, stack_references=references)

@@ -88,11 +88,15 @@ def connection_secret(workspace: str, kind: str) -> str:
 
 
 def build_topology(config: StackConfig, catalogue: Catalogue) -> Topology:
+    """The cell's workloads, plus the workspace's when the stack has one. A tenant's topology
+    includes the cell's workloads too — its edges and grants lead into them — but the tenant
+    stack creates only the workspace's part."""
     workspace = config.workspace
-    connections: dict[str, TelemetryConnection] = workspace.telemetry.configured()
+    connections: dict[str, TelemetryConnection] = workspace.telemetry.configured() if workspace else {}
     deployed = tuple(
-        Deployed(w, namespace_of(w, workspace.id), workspace.id if w.scope == "workspace" else None)
+        Deployed(w, namespace_of(w, workspace.id if workspace else None), workspace.id if w.scope == "workspace" else None)
         for w in catalogue.deployed(set(connections))
+        if w.scope == "cell" or workspace is not None
     )
     identities: list[Identity] = []
     secrets: list[SecretSpec] = []
@@ -101,14 +105,14 @@ def build_topology(config: StackConfig, catalogue: Catalogue) -> Topology:
         secret_ids = [SECRET_PREFIX + s for s in w.secrets]
         connection = connections.get(w.connection) if w.connection else None
         if connection is not None and connection.provider in CREDENTIAL_PROVIDERS:
-            secret_ids.append(connection_secret(workspace.id, w.connection))
-        if not (secret_ids or w.gcp_roles or w.database_role):
+            secret_ids.append(connection_secret(d.workspace, w.connection))
+        if not (w.has_gcp_identity or secret_ids):
             continue
         account = _account_id(w, d.workspace)
         roles = tuple(sorted(set(w.gcp_roles) | (set(DATABASE_ROLES) if w.database_role else set())))
         identities.append(Identity(d, account, roles, tuple(secret_ids), w.database_role))
         for secret_id in secret_ids:
             name = secret_id.removeprefix(SECRET_PREFIX)
-            description = catalogue.secrets.get(name) or f"Credentials of the {w.connection} connection of workspace {workspace.id}."
+            description = catalogue.secrets.get(name) or f"Credentials of the {w.connection} connection of workspace {d.workspace}."
             secrets.append(SecretSpec(secret_id, description, account))
     return Topology(config, catalogue, deployed, tuple(identities), tuple(sorted(secrets, key=lambda s: s.secret_id)))

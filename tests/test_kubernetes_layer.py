@@ -95,9 +95,12 @@ def test_session_controller_grants_are_exactly_verify_and_manage_sandboxes(byoc_
     assert entry["automount_token"] is True
 
 
-def test_no_other_workload_has_rbac(byoc_plan):
-    holders = {k for k, e in ledger(byoc_plan.resources).items() if e["rbac"]}
-    assert holders == {"perfloop-system/session-controller"}
+def test_rbac_is_only_what_the_catalogue_declares(byoc_plan):
+    holders = {k: e["rbac"] for k, e in ledger(byoc_plan.resources).items() if e["rbac"]}
+    assert set(holders) == {"perfloop-system/session-controller", "perfloop-egress/egress-proxy"}
+    assert holders["perfloop-egress/egress-proxy"] == [
+        {"scope": "perfloop-egress", "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+    ]
 
 
 def test_sandbox_template(byoc_plan):
@@ -192,7 +195,9 @@ MUTATIONS = {
     "impersonate for the controller": ("session_controller_rbac", "ClusterRole", "perfloop:session-controller", lambda i: i["rules"][0]["verbs"].append("impersonate")),
     "wildcard for the controller": ("session_controller_rbac", "Role", "session-controller", lambda i: i["rules"][0].__setitem__("verbs", ["*"])),
     "sandbox Workload Identity annotation": ("service_account_tokens", "ServiceAccount", "sandbox", lambda i: i["metadata"].__setitem__("annotations", {"iam.gke.io/gcp-service-account": "x@p.iam.gserviceaccount.com"})),
-    "token mounted without RBAC": ("service_account_tokens", "ServiceAccount", "egress-proxy", lambda i: i.__setitem__("automountServiceAccountToken", True)),
+    "token mounted without RBAC": ("service_account_tokens", "ServiceAccount", "agent-orchestrator", lambda i: i.__setitem__("automountServiceAccountToken", True)),
+    "secrets for the proxy": ("session_controller_rbac", "Role", "egress-proxy", lambda i: i["rules"][0]["resources"].append("secrets")),
+    "pods/exec for the proxy": ("session_controller_rbac", "Role", "egress-proxy", lambda i: i["rules"].append({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]})),
     "privilege escalation allowed": ("workload_hardening", "Deployment", "egress-proxy", lambda i: i["spec"]["template"]["spec"]["containers"][0]["securityContext"].__setitem__("allowPrivilegeEscalation", True)),
     "image by tag": ("workload_hardening", "Deployment", "control-plane-api", lambda i: i["spec"]["template"]["spec"]["containers"][0].__setitem__("image", "x/y:latest")),
     "secret from a Kubernetes Secret": ("workload_hardening", "Deployment", "egress-proxy", lambda i: i["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}})),

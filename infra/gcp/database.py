@@ -13,6 +13,7 @@ import pulumi
 from pulumi_gcp import sql
 
 from infra.config import DatabaseConfig
+from infra.naming import iam_user_name
 
 DATABASE_NAME = "perfloop"
 # Strict default: every connection presents a client certificate, which the Cloud SQL connectors
@@ -32,11 +33,6 @@ class DatabaseArgs:
     require_client_certificates: bool
     cmek_key: Optional[str]
     labels: dict[str, str]
-
-
-def iam_user_name(service_account_email: str) -> str:
-    """Cloud SQL names a service account's IAM user by its e-mail without the domain suffix."""
-    return service_account_email.removesuffix(".gserviceaccount.com")
 
 
 class Database(pulumi.ComponentResource):

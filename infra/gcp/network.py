@@ -17,9 +17,7 @@ import pulumi
 from pulumi_gcp import compute, dns, servicenetworking
 
 from infra.config import NetworkConfig
-
-# private.googleapis.com: Google APIs over Private Google Access, not reachable from the internet.
-PRIVATE_GOOGLE_APIS_CIDR = "199.36.153.8/30"
+from infra.naming import PRIVATE_GOOGLE_APIS_CIDR, node_tag
 PRIVATE_GOOGLE_APIS_IPS = ["199.36.153.8", "199.36.153.9", "199.36.153.10", "199.36.153.11"]
 # Domains served through private.googleapis.com (APIs and image registries).
 PRIVATE_GOOGLE_DOMAINS = ("googleapis.com.", "pkg.dev.", "gcr.io.")
@@ -27,12 +25,6 @@ PRIVATE_GOOGLE_DOMAINS = ("googleapis.com.", "pkg.dev.", "gcr.io.")
 PODS_RANGE = "pods"
 EGRESS_PODS_RANGE = "egress-pods"
 SERVICES_RANGE = "services"
-
-
-def node_tag(pool: str) -> str:
-    return f"perfloop-{pool}-node"
-
-
 EGRESS_NODE_TAG = node_tag("egress")
 
 

@@ -14,9 +14,8 @@ import pulumi
 from pulumi_gcp import container
 
 from infra.config import NodePoolConfig, NodePoolsConfig
-from infra.gcp.network import EGRESS_PODS_RANGE, node_tag
-
-POOL_LABEL = "perfloop.ai/pool"
+from infra.gcp.network import EGRESS_PODS_RANGE
+from infra.naming import POOL_LABEL, node_tag
 
 
 @dataclass(frozen=True)

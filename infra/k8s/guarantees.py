@@ -131,8 +131,15 @@ def _rule_keys(rule: dict[str, Any], scope: str) -> set[tuple[str, str, str, tup
     return {(scope, g, res, tuple(sorted(rule.get("verbs", [])))) for g in rule.get("apiGroups", []) for res in rule.get("resources", [])}
 
 
+# Never granted to anyone: ways into other workloads, escalation, and credentials.
+DANGEROUS_RESOURCES = {"*", "secrets", "pods/exec", "pods/attach", "pods/portforward", "serviceaccounts/token", "roles", "clusterroles", "rolebindings", "clusterrolebindings"}
+DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate"}
+
+
 def session_controller_rbac(resources: list[Any]) -> list[Violation]:
-    """Exactly: create TokenReviews; create/get/list/watch/delete pods in sandbox namespaces."""
+    """The session controller holds exactly: create TokenReviews; create/get/list/watch/delete
+    pods in sandbox namespaces. No other workload may create pods, and nobody holds a wildcard,
+    an escalation verb, secrets or a way into another pod."""
     from infra.grants import ledger
 
     out = []
@@ -149,8 +156,10 @@ def session_controller_rbac(resources: list[Any]) -> list[Violation]:
         if key.endswith(f"/{SESSION_CONTROLLER}"):
             if granted != CONTROLLER_RULES:
                 out.append(Violation(key, "/rules", f"session controller holds {sorted(granted)}, not exactly {sorted(CONTROLLER_RULES)}"))
-        elif granted:
-            out.append(Violation(key, "/rules", f"{key} holds Kubernetes API permissions {sorted(granted)}"))
+            continue
+        for scope, group, resource, verbs in sorted(granted):
+            if resource in DANGEROUS_RESOURCES or DANGEROUS_VERBS & set(verbs) or (resource == "pods" and "create" in verbs):
+                out.append(Violation(key, "/rules", f"{key} holds {', '.join(verbs)} on {resource} ({scope})"))
     return out
 
 

@@ -14,9 +14,7 @@ from typing import Any, Optional
 import yaml
 
 from infra.catalogue import EGRESS_PROXY, SANDBOX_KIND, ApiPermission, Workload
-from infra.gcp.database import iam_user_name
-from infra.gcp.network import PRIVATE_GOOGLE_APIS_CIDR
-from infra.gcp.node_pools import POOL_LABEL
+from infra.naming import POOL_LABEL, PRIVATE_GOOGLE_APIS_CIDR, iam_user_name
 from infra.sql_migrations import migrations_checksum, render_migrations
 from infra.topology import Deployed, Topology
 
@@ -262,8 +260,12 @@ class _Renderer:
                 )
                 continue
             # A permission in a per-workspace namespace is granted in each workspace's copy, by
-            # that workspace's stack.
-            workspace = self.config.workspace.id if catalogue_ns in self.workspace_namespaces else None
+            # that workspace's stack (none in a cell without a workspace).
+            workspace = None
+            if catalogue_ns in self.workspace_namespaces:
+                if self.config.workspace is None:
+                    continue
+                workspace = self.config.workspace.id
             namespace = f"{catalogue_ns}-{workspace}" if workspace else catalogue_ns
             for kind, extra in (("Role", {"rules": rules}), ("RoleBinding", {"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": d.name}, "subjects": subject})):
                 self.add(workspace or d.workspace, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": _meta(d.name, namespace, _labels(d)), **extra})
@@ -476,19 +478,20 @@ class _Renderer:
         self.migrations_name = f"db-migrations-{self.migrations_sum}"
         self.migrations_data = dict(migrations)
 
-    def sandbox_template(self, d: Deployed) -> None:
-        """The pod every session runs in; the session controller fills in the namespace and the
-        session's short-lived proxy token (which grants nothing by itself)."""
-        w = d.workload
+    def sandbox_template(self, controller: Deployed) -> None:
+        """The pod every session runs in, the same for every workspace: a cell object, mounted
+        into the session controller, which fills in the workspace's namespace and the session's
+        short-lived proxy token (which grants nothing by itself)."""
+        w = next(x for x in self.t.catalogue.workloads if x.kind == SANDBOX_KIND)
         r = w.resources
         proxy = f"http://{EGRESS_PROXY}:{self.deployed[EGRESS_PROXY].workload.ports[0].port}"
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"generateName": "session-", "labels": {NAME_LABEL: d.name, "app.kubernetes.io/part-of": "perfloop", "app.kubernetes.io/component": "sandbox"}},
+            "metadata": {"generateName": "session-", "labels": {NAME_LABEL: w.name, "app.kubernetes.io/part-of": "perfloop", "app.kubernetes.io/component": "sandbox"}},
             "spec": {
                 "runtimeClassName": "gvisor",
-                "serviceAccountName": d.name,
+                "serviceAccountName": w.name,
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
                 "restartPolicy": "Never",
@@ -524,7 +527,6 @@ class _Renderer:
                 ],
             },
         }
-        controller = next(x for x in self.t.deployed if "sandbox-pod-template" in x.workload.config_maps)
         self.add(
             None,
             {
@@ -556,6 +558,7 @@ class _Renderer:
                 )
             elif w.kind == SANDBOX_KIND:
                 self.sandbox_limits(d)
+            if "sandbox-pod-template" in w.config_maps:
                 self.sandbox_template(d)
         return self.out
 

@@ -41,7 +41,7 @@ def test_project_roles_are_exactly_the_declared_ones(byoc_plan):
         ("perfloop-nodes", "roles/monitoring.metricWriter"),
         ("perfloop-nodes", "roles/artifactregistry.reader"),
         ("pf-agent-orchestrator", "roles/aiplatform.user"),
-        *{(f"pf-{w}", r) for w in ("control-plane-api", "session-controller", "agent-orchestrator", "audit-cleanup", "db-migrate")
+        *{(f"pf-{w}", r) for w in ("control-plane-api", "session-controller", "agent-orchestrator", "audit-cleanup", "db-migrate", "workspace-reconciler")
           for r in ("roles/cloudsql.client", "roles/cloudsql.instanceUser")},
     }
 

@@ -97,9 +97,12 @@ def test_session_controller_grants_are_exactly_verify_and_manage_sandboxes(byoc_
 
 def test_rbac_is_only_what_the_catalogue_declares(byoc_plan):
     holders = {k: e["rbac"] for k, e in ledger(byoc_plan.resources).items() if e["rbac"]}
-    assert set(holders) == {"perfloop-system/session-controller", "perfloop-egress/egress-proxy"}
+    assert set(holders) == {"perfloop-system/session-controller", "perfloop-egress/egress-proxy", "perfloop-system/workspace-reconciler"}
     assert holders["perfloop-egress/egress-proxy"] == [
         {"scope": "perfloop-egress", "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert holders["perfloop-system/workspace-reconciler"] == [
+        {"scope": "perfloop-egress", "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}
     ]
 
 
@@ -158,6 +161,8 @@ def test_migration_job_and_cleanup_cron_job(byoc_plan):
     mounted = spec["volumes"][1]["configMap"]["name"]
     assert k8s(byoc_plan, "ConfigMap", mounted) and job.inputs["metadata"]["name"].endswith(mounted.rsplit("-", 1)[1])
     (cron,) = k8s(byoc_plan, "CronJob", "audit-cleanup")
+    (reconciler,) = k8s(byoc_plan, "CronJob", "workspace-reconciler")
+    assert "--max-drops=1" in reconciler.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
     command = cron.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[-1] == "--command=SELECT audit.purge_events(13)"
 

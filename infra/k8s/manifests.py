@@ -8,6 +8,7 @@ Nothing here grants anything the catalogue does not declare.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -33,6 +34,10 @@ LOCAL_DATABASE_PORT = 5432
 DATABASE_NAME = "perfloop"
 # The purge is called with the floor itself; audit.purge_events() refuses anything shorter.
 AUDIT_RETENTION_MONTHS = 13
+# Each workspace's registration, in the proxy's namespace: its egress policy data, and the record
+# the workspace reconciler creates and drops the workspace's storage by.
+WORKSPACE_REGISTRATION_LABEL = "perfloop.ai/workspace-registration"
+RECONCILER_MAX_DROPS = 1
 # A session lives at most this long; the sandbox pod is then killed and never restarted.
 SESSION_DEADLINE_SECONDS = 4 * 3600
 CLOUD_SQL_PROXY_IMAGE = (
@@ -435,7 +440,17 @@ class _Renderer:
         self.add(d.workspace, {"apiVersion": "v1", "kind": "Service", "metadata": _meta(d.name, d.namespace, labels), "spec": service_spec})
 
     def cron_job(self, d: Deployed) -> None:
-        spec = self.pod_spec(d, command=["psql", "--no-psqlrc", "--set=ON_ERROR_STOP=1", f"--command=SELECT audit.purge_events({AUDIT_RETENTION_MONTHS})"])
+        commands = {
+            # Calls the purge function and nothing else; the function refuses less than the floor.
+            "audit-cleanup": ["psql", "--no-psqlrc", "--set=ON_ERROR_STOP=1", f"--command=SELECT audit.purge_events({AUDIT_RETENTION_MONTHS})"],
+            "workspace-reconciler": [
+                "perfloop-db", "reconcile-workspaces",
+                f"--namespace={self.deployed[EGRESS_PROXY].namespace}",
+                f"--selector={WORKSPACE_REGISTRATION_LABEL}=true",
+                f"--max-drops={RECONCILER_MAX_DROPS}",
+            ],
+        }
+        spec = self.pod_spec(d, command=commands[d.name])
         spec["restartPolicy"] = "OnFailure"
         self.add(
             d.workspace,
@@ -537,9 +552,31 @@ class _Renderer:
             },
         )
 
+    def workspace_registration(self) -> None:
+        """The workspace's entry on the cell, owned by the workspace's stack: destroying the
+        stack removes it, and the reconciler then drops the workspace's derived data."""
+        workspace = self.config.workspace
+        proxy = self.deployed[EGRESS_PROXY]
+        registration = {
+            "workspace": workspace.id,
+            "code_host": workspace.code_host.model_dump() if workspace.code_host else None,
+            "telemetry": {kind: c.model_dump() for kind, c in workspace.telemetry.configured().items()},
+        }
+        self.add(
+            workspace.id,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _meta(f"workspace-{workspace.id}", proxy.namespace, {**_platform_labels(workspace.id), WORKSPACE_REGISTRATION_LABEL: "true"}),
+                "data": {"workspace.json": json.dumps(registration, sort_keys=True, indent=2)},
+            },
+        )
+
     def render(self) -> list[Manifest]:
         self.migrations_config_map()
         self.namespaces()
+        if self.config.workspace is not None:
+            self.workspace_registration()
         for d in self.t.deployed:
             w = d.workload
             self.service_account(d)

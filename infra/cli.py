@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--timing", action="store_true", help="report the plan's wall time on stderr")
     plan.set_defaults(handler=_plan)
+    from infra.evidence.cli import register as register_evidence
+
+    register_evidence(sub)
     return parser
 
 

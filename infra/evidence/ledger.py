@@ -1,0 +1,88 @@
+"""The grants ledger: "the access you granted", per principal, read back from the resources.
+
+Each layer contributes entries per principal and section; `build_ledger` merges them. Principals
+are named as the system that authorises them names them: Google principals by IAM member
+(`serviceAccount:<email>`), Kubernetes service accounts by RBAC user name
+(`system:serviceaccount:<namespace>:<name>`). Every entry carries the URN of the resource that
+grants it.
+
+Sections:
+  iam_roles            GCP roles, with the scope they are granted on and any condition
+  secrets              Secret Manager secrets the principal can read
+  database             Cloud SQL logins (IAM database users) and, from the Kubernetes layer, roles
+  acts_as / usable_by  Workload Identity, from both ends
+  rbac                 Kubernetes RBAC rules (Kubernetes layer)
+  network              network edges the principal's pods may open (Kubernetes layer)
+  egress_destinations  internet hosts the principal may reach through the proxy (egress policy)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable
+
+from infra.evidence.policies import SERVICE_ACCOUNT, SQL_USER, grants
+from infra.evidence.view import StackView, thaw
+
+SECTIONS = ("iam_roles", "secrets", "database", "acts_as", "usable_by", "rbac", "network", "egress_destinations")
+
+Layer = Callable[[StackView], dict[str, dict[str, list[dict[str, Any]]]]]
+
+_WORKLOAD_MEMBER = re.compile(r"^serviceAccount:[^\[]+\.svc\.id\.goog\[(?P<ns>[^/\]]+)/(?P<ksa>[^\]]+)\]$")
+
+
+def gcp_grants(view: StackView) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The GCP layer: IAM roles at every scope, secret accessors, Cloud SQL IAM users and
+    Workload Identity."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def add(principal: str, section: str, entry: dict[str, Any]) -> None:
+        out.setdefault(principal, {}).setdefault(section, []).append(entry)
+
+    for a in view.of_type(SERVICE_ACCOUNT):
+        out.setdefault(f"serviceAccount:{a.at('/accountId')}@{a.at('/project')}.iam.gserviceaccount.com", {})
+    for g in grants(view):
+        for member, _ in g.members:
+            member = str(thaw(member))
+            if g.scope == "secret":
+                add(member, "secrets", {"secret": thaw(g.resource.at("/secretId")), "role": g.role, "urn": g.resource.urn})
+            elif g.scope == "service-account":
+                account = str(thaw(g.resource.at("/serviceAccountId"))).rsplit("/", 1)[-1]
+                workload = _WORKLOAD_MEMBER.match(member)
+                principal = f"system:serviceaccount:{workload['ns']}:{workload['ksa']}" if workload else member
+                add(principal, "acts_as", {"principal": f"serviceAccount:{account}", "role": g.role, "urn": g.resource.urn})
+                add(f"serviceAccount:{account}", "usable_by", {"principal": principal, "role": g.role, "urn": g.resource.urn})
+            else:
+                on = f"projects/{g.resource.at('/project')}" if g.scope == "project" else g.scope
+                entry = {"role": g.role, "on": on, "urn": g.resource.urn}
+                if isinstance(g.condition, str):
+                    entry["condition"] = g.condition
+                add(member, "iam_roles", entry)
+    for u in view.of_type(SQL_USER):
+        if u.at("/type") == "CLOUD_IAM_SERVICE_ACCOUNT":
+            # Cloud SQL names a service account's IAM user by its e-mail without ".gserviceaccount.com".
+            add(f"serviceAccount:{u.at('/name')}.gserviceaccount.com", "database", {"login": u.at("/name"), "instance": u.at("/instance"), "urn": u.urn})
+        else:
+            add(f"database-user:{u.at('/name')}", "database", {"login": u.at("/name"), "instance": u.at("/instance"), "type": thaw(u.at("/type")), "urn": u.urn})
+    return out
+
+
+# The layers the ledger is built from. The Kubernetes layer (RBAC rules, database roles, network
+# edges, keyed `system:serviceaccount:<ns>:<name>`) and the egress policy (destinations per
+# workload) join here as further functions of the same signature.
+LEDGER_LAYERS: tuple[Layer, ...] = (gcp_grants,)
+
+
+def build_ledger(view: StackView, layers: tuple[Layer, ...] = LEDGER_LAYERS) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every principal with every section (empty where nothing is granted), entries sorted."""
+    ledger: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for layer in layers:
+        for principal, sections in layer(view).items():
+            entry = ledger.setdefault(principal, {s: [] for s in SECTIONS})
+            for section, entries in sections.items():
+                entry[section].extend(entries)
+    for entry in ledger.values():
+        for section in SECTIONS:
+            entry[section] = sorted(entry[section], key=lambda e: json.dumps(e, sort_keys=True))
+    return dict(sorted(ledger.items()))

@@ -25,7 +25,8 @@ IAM_USERS = {
 
 def test_migrations_are_rendered_in_order_with_templates_renamed() -> None:
     names = [name for name, _ in render_migrations(IAM_USERS)]
-    assert names == ["001_roles.sql", "002_admin.sql", "003_iam_users.sql", "004_audit.sql", "005_workspaces.sql"]
+    assert names == ["001_roles.sql", "002_admin.sql", "003_iam_users.sql", "004_audit.sql", "005_workspaces.sql",
+                     "006_workspace_lifecycle.sql"]
 
 
 def test_iam_users_become_one_grant_each_as_quoted_literals() -> None:

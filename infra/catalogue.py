@@ -24,7 +24,7 @@ SANDBOX_KIND = "SandboxTemplate"
 NODE_POOLS = ("system", "egress", "sandbox")
 CONNECTION_KINDS = ("metrics", "traces", "logs", "profiles")
 # ConfigMaps the platform renders, which a workload may mount read-only.
-PLATFORM_CONFIG_MAPS = ("sandbox-pod-template", "db-migrations", "egress-policy")
+PLATFORM_CONFIG_MAPS = ("sandbox-pod-template", "db-migrations", "egress-policy", "connector-config")
 
 # Roles that would grant far more than any one workload needs, or would bypass the per-secret grant.
 _FORBIDDEN_ROLE = re.compile(r"^roles/(owner|editor|viewer|secretmanager\..*|iam\.serviceAccount(Admin|Key.*|TokenCreator|User)|resourcemanager\..*)$")
@@ -103,7 +103,7 @@ class Workload(_Model):
     # customer grants read access to in their telemetry project.
     gcp_identity: bool = False
     # Platform-rendered ConfigMaps mounted read-only under /etc/perfloop/<name>.
-    config_maps: list[Literal["sandbox-pod-template", "db-migrations", "egress-policy"]] = []
+    config_maps: list[Literal["sandbox-pod-template", "db-migrations", "egress-policy", "connector-config"]] = []
 
     @field_validator("image")
     @classmethod

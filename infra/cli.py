@@ -15,7 +15,8 @@ DEFAULT_STACK = "byoc-example"
 
 def _plan(args: argparse.Namespace) -> int:
     from infra.engine import plan_stack
-    from infra.grants import ledger, render_grants
+    from infra.evidence.ledger import build_ledger, render_ledger
+    from infra.evidence.view import from_plan
     from infra.k8s.analysis import reachability, render_reachability
     from infra.plan_view import render_tree
 
@@ -28,7 +29,7 @@ def _plan(args: argparse.Namespace) -> int:
     views = {
         "tree": lambda: render_tree(plan),
         "network": lambda: render_reachability(reachability(plan.resources)),
-        "grants": lambda: render_grants(ledger(plan.resources)),
+        "grants": lambda: render_ledger(build_ledger(from_plan(plan))),
     }
     sys.stdout.write(views[args.show]())
     if args.out:

@@ -16,7 +16,8 @@ import yaml
 from infra.catalogue import CATALOGUE_PATH, load_catalogue
 from infra.config import parse_stack_config
 from infra.errors import ConfigError
-from infra.grants import ledger
+from infra.evidence.ledger import build_ledger
+from infra.evidence.view import from_plan
 from infra.k8s.analysis import reachability
 from infra.k8s.guarantees import GUARANTEES, sandbox_template
 from infra.k8s.manifests import render_manifests
@@ -85,25 +86,30 @@ def test_control_plane_paths_are_exactly_the_declared_calls(byoc_plan):
     assert pod_edges == declared
 
 
+def _rbac(plan):
+    ledger = build_ledger(from_plan(plan))
+    return {
+        principal.removeprefix("system:serviceaccount:"): sorted((r["scope"], tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in entry["rbac"])
+        for principal, entry in ledger.items()
+        if entry["rbac"]
+    }
+
+
 def test_session_controller_grants_are_exactly_verify_and_manage_sandboxes(byoc_plan):
-    entry = ledger(byoc_plan.resources)["perfloop-system/session-controller"]
-    rules = sorted((r["scope"], tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in entry["rbac"])
-    assert rules == [
+    """As `plan --show grants` lists them (the evidence ledger)."""
+    assert _rbac(byoc_plan)["perfloop-system:session-controller"] == [
         ("cluster", ("authentication.k8s.io",), ("tokenreviews",), ("create",)),
         ("perfloop-sandbox-acme", ("",), ("pods",), ("create", "delete", "get", "list", "watch")),
     ]
-    assert entry["automount_token"] is True
+    (account,) = k8s(byoc_plan, "ServiceAccount", "session-controller")
+    assert account.inputs["automountServiceAccountToken"] is True
 
 
 def test_rbac_is_only_what_the_catalogue_declares(byoc_plan):
-    holders = {k: e["rbac"] for k, e in ledger(byoc_plan.resources).items() if e["rbac"]}
-    assert set(holders) == {"perfloop-system/session-controller", "perfloop-egress/egress-proxy", "perfloop-system/workspace-reconciler"}
-    assert holders["perfloop-egress/egress-proxy"] == [
-        {"scope": "perfloop-egress", "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
-    ]
-    assert holders["perfloop-system/workspace-reconciler"] == [
-        {"scope": "perfloop-egress", "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}
-    ]
+    holders = _rbac(byoc_plan)
+    assert set(holders) == {"perfloop-system:session-controller", "perfloop-egress:egress-proxy", "perfloop-system:workspace-reconciler"}
+    assert holders["perfloop-egress:egress-proxy"] == [("perfloop-egress", ("",), ("configmaps",), ("get", "list", "watch"))]
+    assert holders["perfloop-system:workspace-reconciler"] == [("perfloop-egress", ("",), ("configmaps",), ("get", "list"))]
 
 
 def test_sandbox_template(byoc_plan):
@@ -199,7 +205,7 @@ MUTATIONS = {
     "secrets for the controller": ("session_controller_rbac", "ClusterRole", "perfloop:session-controller", lambda i: i["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})),
     "impersonate for the controller": ("session_controller_rbac", "ClusterRole", "perfloop:session-controller", lambda i: i["rules"][0]["verbs"].append("impersonate")),
     "wildcard for the controller": ("session_controller_rbac", "Role", "session-controller", lambda i: i["rules"][0].__setitem__("verbs", ["*"])),
-    "sandbox Workload Identity annotation": ("service_account_tokens", "ServiceAccount", "sandbox", lambda i: i["metadata"].__setitem__("annotations", {"iam.gke.io/gcp-service-account": "x@p.iam.gserviceaccount.com"})),
+    "sandbox Workload Identity annotation": ("sandbox_no_credentials", "ServiceAccount", "sandbox", lambda i: i["metadata"].__setitem__("annotations", {"iam.gke.io/gcp-service-account": "x@p.iam.gserviceaccount.com"})),
     "token mounted without RBAC": ("service_account_tokens", "ServiceAccount", "agent-orchestrator", lambda i: i.__setitem__("automountServiceAccountToken", True)),
     "secrets for the proxy": ("session_controller_rbac", "Role", "egress-proxy", lambda i: i["rules"][0]["resources"].append("secrets")),
     "pods/exec for the proxy": ("session_controller_rbac", "Role", "egress-proxy", lambda i: i["rules"].append({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]})),
@@ -207,9 +213,13 @@ MUTATIONS = {
     "image by tag": ("workload_hardening", "Deployment", "control-plane-api", lambda i: i["spec"]["template"]["spec"]["containers"][0].__setitem__("image", "x/y:latest")),
     "secret from a Kubernetes Secret": ("workload_hardening", "Deployment", "egress-proxy", lambda i: i["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}})),
     "sandbox without gVisor": ("sandbox_runtime", "ConfigMap", "sandbox-pod-template", _edit_template(lambda s: s.pop("runtimeClassName"))),
-    "sandbox with a token": ("sandbox_runtime", "ConfigMap", "sandbox-pod-template", _edit_template(lambda s: s.__setitem__("automountServiceAccountToken", True))),
-    "sandbox with cluster DNS": ("sandbox_runtime", "ConfigMap", "sandbox-pod-template", _edit_template(lambda s: s.__setitem__("dnsPolicy", "ClusterFirst"))),
+    "sandbox with a token": ("sandbox_no_credentials", "ConfigMap", "sandbox-pod-template", _edit_template(lambda s: s.__setitem__("automountServiceAccountToken", True))),
+    "sandbox with cluster DNS": ("sandbox_one_path_out", "ConfigMap", "sandbox-pod-template", _edit_template(lambda s: s.__setitem__("dnsPolicy", "ClusterFirst"))),
     "sandbox with a hostPath": ("sandbox_runtime", "ConfigMap", "sandbox-pod-template", _edit_template(lambda s: s["volumes"].append({"name": "h", "hostPath": {"path": "/"}}))),
+    "sandbox bound to a role": ("sandbox_no_credentials", "RoleBinding", "session-controller", lambda i: i["subjects"].append({"kind": "ServiceAccount", "name": "sandbox", "namespace": "perfloop-sandbox-acme"})),
+    "sandbox env from a Secret": ("sandbox_no_credentials", "ConfigMap", "sandbox-pod-template", _edit_template(lambda s: s["containers"][0]["env"].append({"name": "T", "valueFrom": {"secretKeyRef": {"name": "x", "key": "k"}}}))),
+    "sandbox egress to the API server": ("sandbox_cannot_reach_infrastructure", "NetworkPolicy", "sandbox-egress", lambda i: i["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "172.16.40.0/28"}}], "ports": [{"protocol": "TCP", "port": 443}]})),
+    "sandbox egress to the database": ("sandbox_cannot_reach_infrastructure", "NetworkPolicy", "sandbox-egress", lambda i: i["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "10.60.0.0/20"}}]})),
     "sandbox without deadline": ("sandbox_runtime", "ConfigMap", "sandbox-pod-template", _edit_template(lambda s: s.pop("activeDeadlineSeconds"))),
 }
 

@@ -11,7 +11,8 @@ import pytest
 from infra.config import parse_stack_config
 from infra.engine import plan_stack
 from infra.errors import ConfigError
-from infra.grants import ledger
+from infra.evidence.ledger import build_ledger
+from infra.evidence.view import from_plan_json
 from infra.k8s.analysis import reachability
 from infra.k8s.guarantees import GUARANTEES
 
@@ -88,15 +89,16 @@ def test_isolation_check_fails_when_isolation_is_removed(cluster):
     assert [e for e in edges if e.source_namespace == "perfloop-sandbox-globex" and (e.destination_namespace or "").endswith("-acme")]
 
 
-def test_identities_of_one_workspace_cannot_read_anothers_secrets(cluster):
-    principals = ledger(cluster)
+def test_identities_of_one_workspace_cannot_read_anothers_secrets_or_data(cluster):
+    document = {"outputs": {}, "resources": [{"urn": r.urn, "type": r.type, "inputs": r.inputs} for r in cluster if r.type != "pulumi:pulumi:Stack"]}
+    principals = build_ledger(from_plan_json(document))
     acme = {s["secret"] for key, e in principals.items() if "acme" in key for s in e["secrets"]}
-    globex_secrets = {r.inputs["secretId"] for r in cluster if r.type == "gcp:secretmanager/secret:Secret" and "globex" in r.inputs["secretId"]}
     assert acme == {"perfloop-acme-metrics-credentials"}
-    assert not acme & globex_secrets
+    assert not [s for key, e in principals.items() if "acme" not in key for s in e["secrets"] if "acme" in s["secret"]]
+    # The connector's identities hold no role and no database login: no way to anyone's data.
     for key, e in principals.items():
-        if key.endswith(("-acme/connector-metrics",)):
-            assert e["gcp_roles"] == [] and e["database_role"] is None
+        if "acme-metrics" in key or key.endswith("-acme:connector-metrics"):
+            assert e["iam_roles"] == [] and e["database"] == [] and e["rbac"] == []
 
 
 def test_a_tenant_config_cannot_name_cell_resources():

@@ -22,8 +22,12 @@ import json
 import re
 from typing import Any, Callable
 
+from dataclasses import dataclass
+
 from infra.evidence.policies import SERVICE_ACCOUNT, SQL_USER, grants
 from infra.evidence.view import StackView, thaw
+from infra.k8s.analysis import rbac_grants, reachability
+from infra.k8s.manifests import DATABASE_ROLE_ANNOTATION
 
 SECTIONS = ("iam_roles", "secrets", "database", "acts_as", "usable_by", "rbac", "network", "egress_destinations")
 
@@ -68,10 +72,58 @@ def gcp_grants(view: StackView) -> dict[str, dict[str, list[dict[str, Any]]]]:
     return out
 
 
-# The layers the ledger is built from. The Kubernetes layer (RBAC rules, database roles, network
-# edges, keyed `system:serviceaccount:<ns>:<name>`) and the egress policy (destinations per
-# workload) join here as further functions of the same signature.
-LEDGER_LAYERS: tuple[Layer, ...] = (gcp_grants,)
+@dataclass(frozen=True)
+class _Record:
+    """A plain (thawed) resource record, as infra.k8s.analysis reads them."""
+
+    urn: str
+    type: str
+    inputs: dict[str, Any]
+
+
+def kubernetes_grants(view: StackView) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The Kubernetes layer: RBAC rules through their bindings, the database role a workload's
+    identity maps to, and the connections its pods may open (from the NetworkPolicies)."""
+    records = [_Record(r.urn, r.type, thaw(r.inputs)) for r in view.resources if r.type.startswith("kubernetes:")]
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def add(principal: str, section: str, entry: dict[str, Any]) -> None:
+        out.setdefault(principal, {}).setdefault(section, []).append(entry)
+
+    accounts = set()
+    for r in records:
+        if r.type == "kubernetes:core/v1:ServiceAccount":
+            meta = r.inputs["metadata"]
+            principal = f"system:serviceaccount:{meta['namespace']}:{meta['name']}"
+            accounts.add((meta["namespace"], meta["name"]))
+            out.setdefault(principal, {})
+            role = (meta.get("annotations") or {}).get(DATABASE_ROLE_ANNOTATION)
+            if role:
+                add(principal, "database", {"role": role, "urn": r.urn})
+    for g in rbac_grants(records):
+        add(
+            f"system:serviceaccount:{g.subject[0]}:{g.subject[1]}",
+            "rbac",
+            {"scope": g.scope, "apiGroups": list(g.api_groups), "resources": list(g.resources), "verbs": list(g.verbs), "urn": g.binding_urn, "role_urn": g.role_urn},
+        )
+    # An edge is evidenced by the workload's egress policy (infra/k8s/manifests.py names it).
+    egress_policies = {
+        (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]): r.urn
+        for r in records
+        if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+    }
+    for e in reachability(records):
+        # Pods run as the service account named like their workload (infra/k8s/manifests.py).
+        if (e.source_namespace, e.source) in accounts:
+            destination = f"{e.destination}.{e.destination_namespace}" if e.destination_namespace else e.destination
+            urn = egress_policies.get((e.source_namespace, f"{e.source}-egress"), view.stack_urn)
+            add(f"system:serviceaccount:{e.source_namespace}:{e.source}", "network", {"to": destination, "port": e.port, "protocol": e.protocol, "urn": urn})
+    return out
+
+
+# The layers the ledger is built from. The egress policy (destinations per workload) joins here
+# as a further function of the same signature.
+LEDGER_LAYERS: tuple[Layer, ...] = (gcp_grants, kubernetes_grants)
 
 
 def build_ledger(view: StackView, layers: tuple[Layer, ...] = LEDGER_LAYERS) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -86,3 +138,20 @@ def build_ledger(view: StackView, layers: tuple[Layer, ...] = LEDGER_LAYERS) -> 
         for section in SECTIONS:
             entry[section] = sorted(entry[section], key=lambda e: json.dumps(e, sort_keys=True))
     return dict(sorted(ledger.items()))
+
+
+def render_ledger(ledger: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    """The ledger as text, a principal a paragraph (`plan --show grants`)."""
+    lines = []
+    for principal, sections in ledger.items():
+        lines.append(principal)
+        shown = False
+        for section in SECTIONS:
+            for entry in sections[section]:
+                shown = True
+                # URNs are for the evidence bundle; the text shows what is granted.
+                detail = ", ".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in entry.items() if not k.endswith("urn"))
+                lines.append(f"  {section}: {detail}")
+        if not shown:
+            lines.append("  nothing")
+    return "\n".join(lines) + "\n"

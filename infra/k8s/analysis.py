@@ -210,6 +210,57 @@ def reachability(resources: Iterable[Any]) -> list[Edge]:
     return sorted(edges, key=lambda e: (e.source_namespace, e.source, e.destination_namespace or "~", e.destination, e.protocol, e.port))
 
 
+@dataclass(frozen=True)
+class RbacGrant:
+    """One rule bound to one service account: where it applies ("cluster" or a namespace), and
+    the binding and role that grant it."""
+
+    subject: tuple[str, str]  # (namespace, service account)
+    scope: str
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    binding_urn: str
+    role_urn: str
+
+
+def rbac_grants(resources: Iterable[Any]) -> list[RbacGrant]:
+    """Every RBAC rule each service account holds, resolved through its bindings. A binding to a
+    role that is not part of the stack grants an unknown set: it is reported with no rules."""
+    resources = list(resources)
+    roles = {}
+    for r in resources:
+        kind = _kind(r.type)
+        if r.type.startswith("kubernetes:") and kind in ("Role", "ClusterRole"):
+            meta = r.inputs["metadata"]
+            roles[(kind, meta.get("namespace") if kind == "Role" else None, meta["name"])] = r
+    out = []
+    for r in resources:
+        kind = _kind(r.type)
+        if not (r.type.startswith("kubernetes:") and kind in ("RoleBinding", "ClusterRoleBinding")):
+            continue
+        ref = r.inputs["roleRef"]
+        scope = r.inputs["metadata"].get("namespace") if kind == "RoleBinding" else None
+        role = roles.get((ref["kind"], scope if ref["kind"] == "Role" else None, ref["name"]))
+        rules = role.inputs.get("rules", []) if role is not None else [{"apiGroups": ["?"], "resources": [f"unresolved role {ref['name']}"], "verbs": ["?"]}]
+        for subject in r.inputs.get("subjects", []):
+            if subject.get("kind") != "ServiceAccount":
+                continue
+            for rule in rules:
+                out.append(
+                    RbacGrant(
+                        (subject.get("namespace") or scope or "default", subject["name"]),
+                        scope or "cluster",
+                        tuple(rule.get("apiGroups", [])),
+                        tuple(rule.get("resources", [])),
+                        tuple(sorted(rule.get("verbs", []))),
+                        r.urn,
+                        role.urn if role is not None else "",
+                    )
+                )
+    return out
+
+
 def render_reachability(edges: list[Edge]) -> str:
     rows: dict[tuple[str, str], list[str]] = {}
     for e in edges:

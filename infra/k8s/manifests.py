@@ -15,6 +15,8 @@ from typing import Any, Optional
 import yaml
 
 from infra.catalogue import EGRESS_PROXY, SANDBOX_KIND, ApiPermission, Workload
+from infra.egress_policy import policy_modules, render_connector_config, render_policy_data
+from infra.errors import ConfigError
 from infra.naming import POOL_LABEL, PRIVATE_GOOGLE_APIS_CIDR, iam_user_name
 from infra.sql_migrations import migrations_checksum, render_migrations
 from infra.topology import Deployed, Topology
@@ -337,8 +339,8 @@ class _Renderer:
     def image(self, w: Workload) -> str:
         return self.config.images.get(w.name, w.image)
 
-    def config_map_name(self, logical: str) -> str:
-        return self.migrations_name if logical == "db-migrations" else logical
+    def config_map_name(self, d: Deployed, logical: str) -> str:
+        return {"db-migrations": self.migrations_name, "connector-config": f"{d.name}-config"}.get(logical, logical)
 
     def pod_spec(self, d: Deployed, command: Optional[list[str]] = None) -> dict[str, Any]:
         w = d.workload
@@ -350,7 +352,7 @@ class _Renderer:
         volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
         mounts = [{"name": "tmp", "mountPath": "/tmp"}]
         for logical in w.config_maps:
-            volumes.append({"name": logical, "configMap": {"name": self.config_map_name(logical)}})
+            volumes.append({"name": logical, "configMap": {"name": self.config_map_name(d, logical)}})
             mounts.append({"name": logical, "mountPath": f"/etc/perfloop/{logical}", "readOnly": True})
         init_containers = []
         if identity is not None and identity.database_role:
@@ -552,16 +554,56 @@ class _Renderer:
             },
         )
 
+    def policy_data(self, workspaces: list[dict[str, Any]]) -> dict[str, Any]:
+        """The egress policy's data (`data.perfloop`), from the stack config and the catalogue."""
+        net = self.config.network
+        try:
+            return render_policy_data(
+                {
+                    "region": self.config.region,
+                    # The API server's private endpoint; the policy never lets a request reach it.
+                    "api_server_hosts": [str(ipaddress.ip_network(net.control_plane_cidr)[2])],
+                    "workspaces": workspaces,
+                    "platform_destinations": {w.name: w.egress_destinations for w in self.t.catalogue.workloads if w.egress_destinations},
+                }
+            )
+        except ValueError as exc:
+            raise ConfigError("egress policy data", [f"perfloop:{exc}"]) from None
+
+    def egress_policy_config_map(self) -> None:
+        """The proxy's policy (the Rego modules, verbatim) and the cell's part of its data; each
+        workspace's part arrives in its registration ConfigMap."""
+        proxy = self.deployed[EGRESS_PROXY]
+        data = {name: source for name, source in policy_modules().items()}
+        data["data.json"] = json.dumps(self.policy_data([]), sort_keys=True, indent=2)
+        self.add(None, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("egress-policy", proxy.namespace, _labels(proxy)), "data": data})
+
+    def workspace_entry(self) -> dict[str, Any]:
+        workspace = self.config.workspace
+        return {
+            "id": workspace.id,
+            "code_host": workspace.code_host.model_dump() if workspace.code_host else None,
+            "telemetry": [
+                {"kind": kind, **{k: v for k, v in c.model_dump().items() if v is not None}}
+                for kind, c in workspace.telemetry.configured().items()
+            ],
+        }
+
+    def connector_config(self, d: Deployed) -> None:
+        entry = next(t for t in self.workspace_entry()["telemetry"] if t["kind"] == d.workload.connection)
+        try:
+            rendered = render_connector_config({**entry, "workspace": d.workspace})
+        except ValueError as exc:
+            raise ConfigError("connector configuration", [f"perfloop:workspace.telemetry.{d.workload.connection}: {exc}"]) from None
+        self.add(d.workspace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{d.name}-config", d.namespace, _labels(d)), "data": {"connector.yaml": rendered}})
+
     def workspace_registration(self) -> None:
-        """The workspace's entry on the cell, owned by the workspace's stack: destroying the
-        stack removes it, and the reconciler then drops the workspace's derived data."""
+        """The workspace's entry on the cell, owned by the workspace's stack: its part of the
+        egress policy data, read by the proxy, and the record the reconciler creates and drops
+        the workspace's storage by. Destroying the stack removes it."""
         workspace = self.config.workspace
         proxy = self.deployed[EGRESS_PROXY]
-        registration = {
-            "workspace": workspace.id,
-            "code_host": workspace.code_host.model_dump() if workspace.code_host else None,
-            "telemetry": {kind: c.model_dump() for kind, c in workspace.telemetry.configured().items()},
-        }
+        registration = {"workspace": workspace.id, "policy": self.policy_data([self.workspace_entry()])["workspaces"][workspace.id]}
         self.add(
             workspace.id,
             {
@@ -597,6 +639,10 @@ class _Renderer:
                 self.sandbox_limits(d)
             if "sandbox-pod-template" in w.config_maps:
                 self.sandbox_template(d)
+            if "egress-policy" in w.config_maps:
+                self.egress_policy_config_map()
+            if "connector-config" in w.config_maps:
+                self.connector_config(d)
         return self.out
 
 

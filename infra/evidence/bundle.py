@@ -88,10 +88,9 @@ def _stack_names(view: StackView) -> tuple[str, str]:
 
 
 def plan_source(stack: str) -> tuple[StackView, Source]:
-    from infra.engine import plan_stack
-    from infra.evidence.view import from_plan
+    from infra.evidence.view import plan_view
 
-    view = from_plan(plan_stack(stack))
+    view = plan_view(stack)
     name, project = _stack_names(view)
     return view, Source("plan", name, project, _utc(_git("show", "-s", "--format=%cI", "HEAD")) or EPOCH)
 

@@ -42,19 +42,17 @@ def _table(results) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from infra.engine import plan_stack
-
-    plan = plan_stack(args.stack)
     if args.mutations:
+        from infra.engine import plan_stack
         from infra.evidence.mutations import render, run_suite, score
 
-        results = run_suite(plan.to_json())
+        results = run_suite(plan_stack(args.stack).to_json())
         sys.stdout.write(render(results))
         return 0 if score(results) == 1.0 else 1
     from infra.evidence.claims import VIOLATED, evaluate
-    from infra.evidence.view import from_plan
+    from infra.evidence.view import plan_view
 
-    results = evaluate(from_plan(plan))
+    results = evaluate(plan_view(args.stack))
     sys.stdout.write(_table(results))
     return 1 if any(r.status == VIOLATED for r in results) else 0
 

@@ -22,10 +22,9 @@ import json
 import re
 from typing import Any, Callable
 
-from dataclasses import dataclass
-
 from infra.evidence.policies import SERVICE_ACCOUNT, SQL_USER, grants
 from infra.evidence.view import StackView, thaw
+from infra.evidence.kubernetes_checks import records_of
 from infra.k8s.analysis import rbac_grants, reachability
 from infra.k8s.manifests import DATABASE_ROLE_ANNOTATION
 
@@ -72,19 +71,10 @@ def gcp_grants(view: StackView) -> dict[str, dict[str, list[dict[str, Any]]]]:
     return out
 
 
-@dataclass(frozen=True)
-class _Record:
-    """A plain (thawed) resource record, as infra.k8s.analysis reads them."""
-
-    urn: str
-    type: str
-    inputs: dict[str, Any]
-
-
 def kubernetes_grants(view: StackView) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """The Kubernetes layer: RBAC rules through their bindings, the database role a workload's
     identity maps to, and the connections its pods may open (from the NetworkPolicies)."""
-    records = [_Record(r.urn, r.type, thaw(r.inputs)) for r in view.resources if r.type.startswith("kubernetes:")]
+    records = records_of(view)
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
     def add(principal: str, section: str, entry: dict[str, Any]) -> None:

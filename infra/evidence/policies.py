@@ -678,6 +678,8 @@ def encryption_at_rest_recorded(view: StackView, e: Recorder) -> None:
         state = e.expect(c, "/databaseEncryption/state", lambda v: v in ("ENCRYPTED", "DECRYPTED", ABSENT), "ENCRYPTED with a key, or DECRYPTED (Google-managed)")
         if state == "ENCRYPTED":
             places.append((c, "/databaseEncryption/keyName"))
+    if not places and _owned_by_cell(view, e, [], "the stores of data at rest (database, disks, secrets)"):
+        return
     keys = {json.dumps(thaw(r.at(path))) if r.at(path) is not ABSENT else None for r, path in places}
     choice = "one key choice across the stack" + (f" (found {len(keys)}: Google-managed counts as one)" if len(keys) > 1 else "")
     for r, path in places:
@@ -704,7 +706,7 @@ def secret_single_accessor(view: StackView, e: Recorder) -> None:
         if secret_id not in secrets:
             for g in granted:
                 e.record(g.resource.urn, "/secretId", g.resource.at("/secretId"), "a secret this stack creates", False)
-    if not secrets:
+    if not secrets and not _owned_by_cell(view, e, [], "the platform's secrets"):
         e.record(view.stack_urn, "", ABSENT, "the stack's secrets", False)
 
 

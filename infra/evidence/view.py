@@ -226,6 +226,23 @@ def from_plan(plan: Plan) -> StackView:
     return from_plan_json(plan.to_json())
 
 
+def plan_view(stack: str) -> StackView:
+    """The offline plan of a stack as a view; a tenant's view includes its cell's planned
+    resources (but the tenant's own exports), since a tenant's promises are kept by the two
+    together — its sandbox runs from the cell's template, behind the cell's proxy."""
+    from infra.engine import find_project, plan_stack, read_stack_file, referenced_cell
+
+    layout = find_project()
+    cell = referenced_cell(read_stack_file(layout, stack))
+    if cell is None:
+        return from_plan(plan_stack(stack, layout))
+    cell_plan = plan_stack(cell, layout)
+    document = plan_stack(stack, layout, cell_outputs=cell_plan.outputs).to_json()
+    own = {r["urn"] for r in document["resources"]}
+    document["resources"] += [r for r in cell_plan.to_json()["resources"] if r["type"] != STACK_TYPE and r["urn"] not in own]
+    return from_plan_json(document)
+
+
 def from_plan_json(document: Mapping[str, Any]) -> StackView:
     resources = [
         _resource(

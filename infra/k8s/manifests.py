@@ -36,6 +36,15 @@ LOCAL_DATABASE_PORT = 5432
 DATABASE_NAME = "perfloop"
 # The purge is called with the floor itself; audit.purge_events() refuses anything shorter.
 AUDIT_RETENTION_MONTHS = 13
+# How the proxy applies the policy (policies/egress/README.md, "what the proxy must do"). DLP is a
+# secondary scrub on permitted paths: detected secrets in outbound bodies and headers are replaced
+# with non-reversible aliases, or the request is blocked when they cannot be.
+PROXY_SETTINGS = {
+    "dlp": {"enabled": True, "scan": ["request_body", "request_headers", "request_query"], "on_detection": "alias_or_block"},
+    "forward": "normalized",
+    "follow_redirects": False,
+    "decision_log": "all",
+}
 # Each workspace's registration, in the proxy's namespace: its egress policy data, and the record
 # the workspace reconciler creates and drops the workspace's storage by.
 WORKSPACE_REGISTRATION_LABEL = "perfloop.ai/workspace-registration"
@@ -576,6 +585,7 @@ class _Renderer:
         proxy = self.deployed[EGRESS_PROXY]
         data = {name: source for name, source in policy_modules().items()}
         data["data.json"] = json.dumps(self.policy_data([]), sort_keys=True, indent=2)
+        data["proxy.json"] = json.dumps(PROXY_SETTINGS, sort_keys=True, indent=2)
         self.add(None, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("egress-policy", proxy.namespace, _labels(proxy)), "data": data})
 
     def workspace_entry(self) -> dict[str, Any]:

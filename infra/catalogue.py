@@ -8,7 +8,7 @@ Validation rejects, with the entry named, what the security page rules out.
 from __future__ import annotations
 
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -229,10 +229,21 @@ class Catalogue(_Model):
 
 def load_catalogue(path: Path = CATALOGUE_PATH) -> Catalogue:
     """Load and validate the catalogue, or raise ConfigError naming each bad entry."""
-    source = f"workload catalogue {path.name}"
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"workload catalogue {path.name}", [str(exc)]) from None
+    return _parse_catalogue(path.name, text)
+
+
+@lru_cache(maxsize=4)
+def _parse_catalogue(name: str, text: str) -> Catalogue:
+    """Parsed once per content: a fleet plans hundreds of stacks in one process. The model is
+    frozen, so sharing it is safe."""
+    source = f"workload catalogue {name}"
+    try:
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
         raise ConfigError(source, [str(exc)]) from None
     try:
         return Catalogue.model_validate(raw)

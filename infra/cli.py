@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--timing", action="store_true", help="report the plan's wall time on stderr")
     plan.set_defaults(handler=_plan)
-    from infra.evidence.cli import register as register_evidence
+    from infra.evidence.cli import claims_summary, register as register_evidence
+    from infra.fleet import register as register_fleet
 
     register_evidence(sub)
+    register_fleet(sub, evaluate=claims_summary)
     return parser
 
 

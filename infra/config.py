@@ -223,6 +223,16 @@ class TelemetryConnection(_Model):
     log_views: list[str] = []
     # Traces: span attribute keys the customer approved. Starts empty.
     trace_attribute_allowlist: list[str] = []
+    # Grafana: the data sources (by UID) the connector may query; required for Grafana.
+    datasource_uids: list[str] = []
+
+    @model_validator(mode="after")
+    def _grafana_sources(self) -> "TelemetryConnection":
+        if self.provider == "grafana" and not self.datasource_uids:
+            raise ValueError("a Grafana connection names the data sources it may query: datasource_uids")
+        if self.provider != "grafana" and self.datasource_uids:
+            raise ValueError("datasource_uids is for Grafana connections only")
+        return self
 
     @field_validator("host")
     @classmethod

@@ -237,6 +237,9 @@ def run_program(
         settings.ROOT.set(None)
         loop.run_until_complete(run_in_stack(program))
     finally:
+        # The mock monitor answers on the loop's default executor; join its threads before
+        # closing, so no thread outlives the run with a loop of its own.
+        loop.run_until_complete(loop.shutdown_default_executor())
         asyncio.set_event_loop(None)
         loop.close()
     if monitor.duplicate_urns:

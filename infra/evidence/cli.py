@@ -57,6 +57,17 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if any(r.status == VIOLATED for r in results) else 0
 
 
+def claims_summary(plan) -> tuple[int, int]:
+    """(claims holding, claims that apply) on one stack's plan alone — the fleet's CLAIMS column.
+    A tenant's plan alone leaves the cell's part not applicable; `check --stack` judges a tenant
+    with its cell."""
+    from infra.evidence.claims import CLAIM_NOT_APPLICABLE, HOLDS, evaluate
+    from infra.evidence.view import from_plan
+
+    results = [r for r in evaluate(from_plan(plan)) if r.status != CLAIM_NOT_APPLICABLE]
+    return sum(r.status == HOLDS for r in results), len(results)
+
+
 def _evidence(args: argparse.Namespace) -> int:
     from infra.errors import ConfigError
     from infra.evidence.bundle import evidence_document, load_signing_key, plan_source, state_source, write_bundle

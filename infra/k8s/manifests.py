@@ -594,7 +594,7 @@ class _Renderer:
             "id": workspace.id,
             "code_host": workspace.code_host.model_dump() if workspace.code_host else None,
             "telemetry": [
-                {"kind": kind, **{k: v for k, v in c.model_dump().items() if v is not None}}
+                {"kind": kind, **{k: v for k, v in c.model_dump().items() if v is not None and v != []}}
                 for kind, c in workspace.telemetry.configured().items()
             ],
         }

@@ -87,29 +87,24 @@ def sandbox_pods_gvisor_ephemeral(view: StackView, e: Recorder) -> None:
     _report(view, e, guarantees.sandbox_runtime(records), "gVisor, the sandbox pool, never restarted, a deadline, only size-limited emptyDirs", _sandbox_examined(records))
 
 
-@check
-def sandbox_holds_no_credentials(view: StackView, e: Recorder) -> None:
-    records = records_of(view)
-    if _not_here(view, e, records, "sandbox"):
-        return
-    examined = [(r.urn, "", r.inputs) for r in _named(records, "ServiceAccount", guarantees.SANDBOX)] + _sandbox_examined(records)
-    _report(view, e, guarantees.sandbox_no_credentials(records), "no API token, no Google identity, no role binding, no secret or value from another object", examined)
+def _sandbox_check(name: str, guarantee: Callable[[list[_Record]], list[guarantees.Violation]], required: str, *, with_account: bool = False) -> None:
+    """A check of one sandbox guarantee: not applicable where the stack has no sandbox; else
+    every violation, or what was examined (its egress policy, its template, its account)."""
+
+    def run(view: StackView, e: Recorder) -> None:
+        records = records_of(view)
+        if _not_here(view, e, records, "sandbox"):
+            return
+        accounts = [(r.urn, "", r.inputs) for r in _named(records, "ServiceAccount", guarantees.SANDBOX)] if with_account else []
+        _report(view, e, guarantee(records), required, accounts + _sandbox_examined(records))
+
+    run.__name__ = name
+    check(run)
 
 
-@check
-def sandbox_egress_only_to_proxy(view: StackView, e: Recorder) -> None:
-    records = records_of(view)
-    if _not_here(view, e, records, "sandbox"):
-        return
-    _report(view, e, guarantees.sandbox_one_path_out(records), "the sandbox's only egress is the egress proxy on 3128/TCP; no resolver", _sandbox_examined(records))
-
-
-@check
-def sandbox_cannot_reach_infrastructure(view: StackView, e: Recorder) -> None:
-    records = records_of(view)
-    if _not_here(view, e, records, "sandbox"):
-        return
-    _report(view, e, guarantees.sandbox_cannot_reach_infrastructure(records), "no path to nodes, metadata servers, the API server, Google APIs or the database", _sandbox_examined(records))
+_sandbox_check("sandbox_holds_no_credentials", guarantees.sandbox_no_credentials, "no API token, no Google identity, no role binding, no secret or value from another object", with_account=True)
+_sandbox_check("sandbox_egress_only_to_proxy", guarantees.sandbox_one_path_out, "the sandbox's only egress is the egress proxy on 3128/TCP; no resolver")
+_sandbox_check("sandbox_cannot_reach_infrastructure", guarantees.sandbox_cannot_reach_infrastructure, "no path to nodes, metadata servers, the API server, Google APIs or the database")
 
 
 @check
@@ -244,18 +239,3 @@ def connections_are_separate_grants(view: StackView, e: Recorder) -> None:
                     identities.append(email)
                     e.record(account.urn, "/metadata/annotations/iam.gke.io~1gcp-service-account", email, f"the {kind} connection's own Google identity (pf-{ws}-{kind})", isinstance(email, str) and email.startswith(f"pf-{ws}-{kind}@"))
         e.record(registration.urn, "", identities, "no two connections share an identity", len(identities) == len(set(identities)))
-
-
-# Registered check names, for the claims catalogue's loader to verify.
-KUBERNETES_CHECKS: tuple[Callable[..., Any], ...] = (
-    sandbox_pods_gvisor_ephemeral,
-    sandbox_holds_no_credentials,
-    sandbox_egress_only_to_proxy,
-    sandbox_cannot_reach_infrastructure,
-    no_kubernetes_secret_credentials,
-    control_plane_paths_declared,
-    session_controller_rbac_minimal,
-    database_floor_migrations_applied,
-    cleanup_job_purge_only,
-    connections_are_separate_grants,
-)

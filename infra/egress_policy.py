@@ -43,10 +43,12 @@ Three entry points:
     ``ValueError`` whose message starts with the path of the offending key,
     e.g. ``workspaces[0].telemetry[1].host: ...``.
 
-``evaluate(data, request) -> dict``
+``evaluate(data, request, policy_dir=None, modules=None) -> dict``
     Evaluates one request (see ``policies/egress/input.schema.json``) against
-    the policy with regopy and returns ``{"allow", "reason", "rule"}``. Fails
-    closed: any engine error or malformed result is a deny.
+    the policy with regopy and returns ``{"allow", "reason", "rule"}``. The
+    policy is ``policies/egress`` (or ``policy_dir``), or the Rego sources
+    given as ``modules`` ({name: source}, e.g. as deployed). Fails closed: any
+    engine error or malformed result is a deny.
 
 ``render_connector_config(connection) -> str``
     Renders the YAML configuration of one telemetry connector connection
@@ -467,12 +469,26 @@ def policy_modules(policy_dir: Path | None = None) -> dict:
     return modules
 
 
-def _engine(data: dict, policy_dir: Path | None):
+def _modules(policy_dir: Path | None, modules: dict | None) -> dict:
+    """The Rego sources to evaluate: ``modules`` as given ({name: source},
+    e.g. the modules a proxy was deployed with), else those in ``policy_dir``."""
+    if modules is None:
+        return policy_modules(policy_dir)
+    if policy_dir is not None:
+        raise ValueError("give either policy_dir or modules, not both")
+    if not isinstance(modules, dict) or not modules:
+        raise ValueError("modules: must be a non-empty {name: Rego source} mapping")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in modules.items()):
+        raise ValueError("modules: names and sources must be strings")
+    return modules
+
+
+def _engine(data: dict, policy_dir: Path | None, modules: dict | None = None):
     """An (interpreter, compiled bundle) pair per data document and policy
     source, built once and reused: compiling is ~10x the cost of a query."""
     from regopy import Interpreter  # imported lazily: render_* need no engine
 
-    modules = policy_modules(policy_dir)
+    modules = _modules(policy_dir, modules)
     key = (json.dumps(data, sort_keys=True), tuple(sorted(modules.items())))
     engine = _ENGINE_CACHE.get(key)
     if engine is None:
@@ -515,11 +531,14 @@ def _raw_query(engine, request: dict) -> Any:
     return json.loads(text)  # an engine error message is not JSON -> raises
 
 
-def evaluate(data: dict, request: dict, policy_dir: Path | None = None) -> dict:
+def evaluate(data: dict, request: dict, policy_dir: Path | None = None, modules: dict | None = None) -> dict:
     """Evaluate one request against the egress policy; fail closed.
 
     ``data`` is the ``data.perfloop`` document (``render_policy_data``
     output); ``request`` follows ``policies/egress/input.schema.json``.
+    The policy is the ``*.rego`` files of ``policy_dir`` (default
+    ``policies/egress``) or, when given, ``modules`` ({name: source}: the
+    sources as deployed, e.g. read back from the proxy's ConfigMap).
     Returns ``{"allow": bool, "reason": str, "rule": str}``.
     """
     if not isinstance(request, dict):
@@ -534,7 +553,7 @@ def evaluate(data: dict, request: dict, policy_dir: Path | None = None) -> dict:
         return _deny("input.nul_byte", "request contains a NUL character")
     with _ENGINE_LOCK:
         try:
-            result = _raw_query(_engine(data, policy_dir), request)
+            result = _raw_query(_engine(data, policy_dir, modules), request)
         except Exception as exc:  # noqa: BLE001 - any engine problem is a deny
             return _deny("engine.error", f"policy evaluation failed: {str(exc)[:300]}")
     try:
@@ -555,7 +574,7 @@ def evaluate(data: dict, request: dict, policy_dir: Path | None = None) -> dict:
     return {"allow": decision["allow"], "reason": decision["reason"], "rule": decision["rule"]}
 
 
-def query(data: dict, request: dict, expression: str, policy_dir: Path | None = None) -> Any:
+def query(data: dict, request: dict, expression: str, policy_dir: Path | None = None, modules: dict | None = None) -> Any:
     """Debug helper (slow: compiles per call): evaluate an arbitrary
     expression such as ``data.perfloop.egress.normalized`` or
     ``data.perfloop.egress.all_denies``. Returns None when undefined."""
@@ -564,7 +583,7 @@ def query(data: dict, request: dict, expression: str, policy_dir: Path | None = 
     from regopy.rego_shared import rego_free_output, rego_output_string
 
     interp = Interpreter()
-    for name, source in policy_modules(policy_dir).items():
+    for name, source in _modules(policy_dir, modules).items():
         interp.add_module(name, source)
     interp.add_data({"perfloop": data})
     interp.set_input_term(json.dumps(request, ensure_ascii=True))

@@ -104,7 +104,8 @@ def build_topology(config: StackConfig, catalogue: Catalogue) -> Topology:
         w = d.workload
         secret_ids = [SECRET_PREFIX + s for s in w.secrets]
         connection = connections.get(w.connection) if w.connection else None
-        if connection is not None and connection.provider in CREDENTIAL_PROVIDERS:
+        # Strict mode grants the connector nothing in its category, so it holds no credential.
+        if connection is not None and connection.provider in CREDENTIAL_PROVIDERS and connection.mode != "strict":
             secret_ids.append(connection_secret(d.workspace, w.connection))
         if not (w.has_gcp_identity or secret_ids):
             continue

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from infra.config import Loosening
 from infra.errors import ConfigError
 from infra.evidence import kubernetes_checks  # noqa: F401  (registers the Kubernetes layer's checks)
+from infra.evidence import egress_checks  # noqa: F401  (registers the egress policy layer's checks)
 from infra.evidence.policies import CHECKS, FAIL, NOT_APPLICABLE, CheckResult, run_check
 from infra.evidence.view import StackView, contains_unknown
 

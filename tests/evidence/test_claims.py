@@ -49,7 +49,7 @@ def test_catalogue_is_well_formed():
         (lambda claims: claims[7].update(checks=["no_such_check"]), "checks ['no_such_check'] do not exist"),
         (lambda claims: claims.append(copy.deepcopy(claims[0])), "duplicate claim IDs ['PF-TEL-01']"),
         (lambda claims: claims[7].update(tsc=["CC99"]), "not SOC 2 Trust Services Criteria"),
-        (lambda claims: claims[0].pop("awaiting"), "exactly one"),
+        (lambda claims: claims[0].pop("checks"), "exactly one"),
     ],
 )
 def test_catalogue_rejects_malformed_claims(tmp_path, edit, message):

@@ -111,9 +111,47 @@ def kubernetes_grants(view: StackView) -> dict[str, dict[str, list[dict[str, Any
     return out
 
 
-# The layers the ledger is built from. The egress policy (destinations per workload) joins here
-# as a further function of the same signature.
-LEDGER_LAYERS: tuple[Layer, ...] = (gcp_grants, kubernetes_grants)
+def egress_grants(view: StackView) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The egress policy as deployed: per workload, the internet hosts the proxy lets it reach —
+    platform destinations (subprocessors) from the cell's policy data, and per workspace the code
+    host for its sandboxes and each telemetry source for its connector."""
+    from infra.evidence.egress_checks import deployment
+
+    d = deployment(view)
+    if d.data is None or d.policy is None:
+        return {}
+    accounts: dict[str, list[str]] = {}
+    for r in view.of_type("kubernetes:core/v1:ServiceAccount"):
+        meta = r.inputs["metadata"]
+        accounts.setdefault(meta["name"], []).append(f"system:serviceaccount:{meta['namespace']}:{meta['name']}")
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def add(principal: str, entry: dict[str, Any]) -> None:
+        out.setdefault(principal, {}).setdefault("egress_destinations", []).append(entry)
+
+    for workload, hosts in d.data.get("platform_destinations", {}).items():
+        for principal in accounts.get(workload, [f"workload:{workload}"]):
+            for host in hosts:
+                add(principal, {"host": host, "as": "platform destination", "urn": d.policy.urn})
+    for registration in d.registrations:
+        ws, entry = registration.workspace, registration.entry
+        code_host = entry.get("code_host") or {}
+        for key in ("api_host", "git_host"):
+            if code_host.get(key):
+                add(
+                    f"system:serviceaccount:perfloop-sandbox-{ws}:sandbox",
+                    {"host": code_host[key], "as": f"code host ({code_host.get('provider')}), repositories {list(code_host.get('repositories', []))}, within each session's grant", "urn": registration.resource.urn},
+                )
+        for t in entry.get("telemetry") or []:
+            add(
+                f"system:serviceaccount:perfloop-connectors-{ws}:connector-{t['kind']}",
+                {"host": t.get("host"), "as": f"{t['kind']} source ({t['provider']}, {t.get('mode', 'aggregate')} mode)", "urn": registration.resource.urn},
+            )
+    return out
+
+
+# The layers the ledger is built from.
+LEDGER_LAYERS: tuple[Layer, ...] = (gcp_grants, kubernetes_grants, egress_grants)
 
 
 def build_ledger(view: StackView, layers: tuple[Layer, ...] = LEDGER_LAYERS) -> dict[str, dict[str, list[dict[str, Any]]]]:

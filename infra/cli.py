@@ -1,4 +1,4 @@
-"""`perfloop-platform`: offline plan (and, as the package grows, check, evidence and fleet)."""
+"""`perfloop-platform`: the offline plan, the claims check, evidence bundles and fleet roll-outs."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perfloop-platform",
         description="Build, check and prove the Perfloop platform on Google Cloud. "
-        "Every command here runs offline: no credentials, no network.",
+        "Every command but `fleet up` runs offline: no credentials, no network.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     plan = sub.add_parser(

@@ -38,7 +38,8 @@ class SecretStore(pulumi.ComponentResource):
                 spec.secret_id,
                 project=args.project,
                 secret_id=spec.secret_id,
-                annotations={"perfloop.ai/description": spec.description},
+                # Annotation keys allow letters, digits, "-", "_" and "." only (no "/").
+                annotations={"perfloop-description": spec.description},
                 labels={**args.labels, "perfloop-reader": spec.reader},
                 # Residency: the payload is stored in the stack's region and nowhere else.
                 replication=secretmanager.SecretReplicationArgs(

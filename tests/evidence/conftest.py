@@ -61,8 +61,8 @@ def state_export(plan: dict[str, Any]) -> dict[str, Any]:
     # A secret annotation (ciphertext) in inputs and outputs, a provider credential (plaintext)
     # and a secret stack output: all must disappear before anything is written.
     secret = by_name["perfloop-code-host-app-key"]
-    secret["inputs"]["annotations"]["perfloop.ai/description"] = _secret()
-    secret["outputs"]["annotations"]["perfloop.ai/description"] = _secret()
+    secret["inputs"]["annotations"]["perfloop-description"] = _secret()
+    secret["outputs"]["annotations"]["perfloop-description"] = _secret()
     provider = next(r for r in resources if r["type"] == "pulumi:providers:gcp")
     provider["inputs"]["credentials"] = _secret(PLAINTEXT_MARKER)
     provider["outputs"]["credentials"] = _secret(PLAINTEXT_MARKER)

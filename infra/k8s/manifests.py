@@ -322,25 +322,27 @@ class _Renderer:
             },
         )
 
-    def ingress_policies(self, d: Deployed) -> None:
-        """One policy per declared call, in the callee's namespace, owned by the caller's scope
-        (so a workspace's stack adds and removes its own paths into the cell)."""
-        for call in d.workload.calls:
-            callee = self.deployed.get(call.workload)
-            if callee is None:
-                continue
-            name = f"allow-from-{d.name}" + (f"-{d.workspace}" if d.workspace and not callee.workspace else "")
+    def ingress_policies(self) -> None:
+        """Into each workload, one policy per owning scope, with one rule per declared call: the
+        cell's stack owns the paths between cell workloads, and each workspace's stack owns the
+        paths from its workloads into the cell (so it adds and removes only its own)."""
+        rules: dict[tuple[str, Optional[str]], list[dict[str, Any]]] = {}
+        for d in self.t.deployed:
+            for call in d.workload.calls:
+                callee = self.deployed.get(call.workload)
+                if callee is not None:
+                    rule = {"from": [_peer(d.name, d.namespace)], "ports": [{"protocol": "TCP", "port": call.port}]}
+                    rules.setdefault((callee.name, d.workspace or callee.workspace), []).append(rule)
+        for (name, scope), ingress in rules.items():
+            callee = self.deployed[name]
+            policy = f"{name}-ingress" + (f"-{scope}" if scope and not callee.workspace else "")
             self.add(
-                d.workspace or callee.workspace,
+                scope,
                 {
                     "apiVersion": "networking.k8s.io/v1",
                     "kind": "NetworkPolicy",
-                    "metadata": _meta(name, callee.namespace, _labels(callee)),
-                    "spec": {
-                        "podSelector": {"matchLabels": {NAME_LABEL: callee.name}},
-                        "policyTypes": ["Ingress"],
-                        "ingress": [{"from": [_peer(d.name, d.namespace)], "ports": [{"protocol": "TCP", "port": call.port}]}],
-                    },
+                    "metadata": _meta(policy, callee.namespace, _labels(callee)),
+                    "spec": {"podSelector": {"matchLabels": {NAME_LABEL: name}}, "policyTypes": ["Ingress"], "ingress": ingress},
                 },
             )
 
@@ -629,12 +631,12 @@ class _Renderer:
         self.namespaces()
         if self.config.workspace is not None:
             self.workspace_registration()
+        self.ingress_policies()
         for d in self.t.deployed:
             w = d.workload
             self.service_account(d)
             self.rbac(d)
             self.egress_policy(d)
-            self.ingress_policies(d)
             if w.kind == "Deployment":
                 self.deployment(d)
             elif w.kind == "CronJob":

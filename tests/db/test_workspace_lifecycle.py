@@ -24,6 +24,7 @@ import pytest
 from infra import sql_migrations
 from infra.sql_migrations import MigrationChecksumError, render_migrations
 from tests.db.test_migrations import snapshot
+from tests.db.test_workspaces import workspace_objects
 
 pytestmark = pytest.mark.db
 
@@ -72,16 +73,6 @@ def refusal(db, registered, max_drops=1) -> psycopg.Error:
     with pytest.raises(psycopg.Error) as raised:
         reconcile(db, registered, max_drops)
     return raised.value
-
-
-def workspace_objects(db, workspace_id: str) -> dict[str, object]:
-    return dict(zip(
-        ("schema", "role", "snapshots"),
-        db.conn("superuser").execute(
-            "SELECT to_regnamespace(%s)::text, to_regrole(%s)::text, to_regclass(%s)::text",
-            (f"ws_{workspace_id}", f"ws_{workspace_id}_rw", f"ws_{workspace_id}.snapshots"),
-        ).fetchone(),
-    ))
 
 
 def present(workspace_id: str) -> dict[str, str]:

@@ -9,6 +9,11 @@ CELL_NAME = "perfloop"
 PRIVATE_GOOGLE_APIS_CIDR = "199.36.153.8/30"
 # Node label (and taint key) that places pods on their pool.
 POOL_LABEL = "perfloop.ai/pool"
+# Kubernetes names the manifests write and the analyses read back.
+NAME_LABEL = "app.kubernetes.io/name"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
+DATABASE_ROLE_ANNOTATION = "perfloop.ai/database-role"
 
 
 def node_tag(pool: str) -> str:

@@ -20,6 +20,7 @@ from infra.evidence.view import StackView, thaw
 from infra.k8s import guarantees
 from infra.k8s.analysis import reachability
 from infra.k8s.manifests import AUDIT_RETENTION_MONTHS, WORKSPACE_REGISTRATION_LABEL
+from infra.naming import DATABASE_ROLE_ANNOTATION, WORKLOAD_IDENTITY_ANNOTATION
 from infra.sql_migrations import SQL_DIR
 
 KUBERNETES = "kubernetes:"
@@ -202,7 +203,7 @@ def cleanup_job_purge_only(view: StackView, e: Recorder) -> None:
     e.record(cron.urn, "/spec/jobTemplate/spec/template/spec/containers/0/command", command, f"calls audit.purge_events({AUDIT_RETENTION_MONTHS}) and nothing else",
              command == ["psql", "--no-psqlrc", "--set=ON_ERROR_STOP=1", f"--command=SELECT audit.purge_events({AUDIT_RETENTION_MONTHS})"])
     account = _named(records, "ServiceAccount", spec.get("serviceAccountName", ""))
-    role = (account[0].inputs["metadata"].get("annotations") or {}).get("perfloop.ai/database-role") if account else None
+    role = (account[0].inputs["metadata"].get("annotations") or {}).get(DATABASE_ROLE_ANNOTATION) if account else None
     e.record(account[0].urn if account else cron.urn, "/metadata/annotations/perfloop.ai~1database-role", role, "= audit_cleanup", role == "audit_cleanup")
     sql = "\n".join(r.inputs.get("data", {}).get("004_audit.sql", "") for r in _migrations(records))
     grants = sorted(set(re.findall(r"GRANT\s+([^;]*?)\s+TO\s+[^;]*\baudit_cleanup\b", sql, re.S | re.I)))
@@ -235,7 +236,7 @@ def connections_are_separate_grants(view: StackView, e: Recorder) -> None:
         for kind in connectors:
             for account in _named(records, "ServiceAccount", f"{CONNECTOR_PREFIX}{kind}"):
                 if account.inputs["metadata"]["namespace"].endswith(f"-{ws}"):
-                    email = (account.inputs["metadata"].get("annotations") or {}).get("iam.gke.io/gcp-service-account")
+                    email = (account.inputs["metadata"].get("annotations") or {}).get(WORKLOAD_IDENTITY_ANNOTATION)
                     identities.append(email)
                     e.record(account.urn, "/metadata/annotations/iam.gke.io~1gcp-service-account", email, f"the {kind} connection's own Google identity (pf-{ws}-{kind})", isinstance(email, str) and email.startswith(f"pf-{ws}-{kind}@"))
         e.record(registration.urn, "", identities, "no two connections share an identity", len(identities) == len(set(identities)))

@@ -26,7 +26,7 @@ from infra.evidence.policies import SERVICE_ACCOUNT, SQL_USER, grants
 from infra.evidence.view import StackView, thaw
 from infra.evidence.kubernetes_checks import records_of
 from infra.k8s.analysis import rbac_grants, reachability
-from infra.k8s.manifests import DATABASE_ROLE_ANNOTATION
+from infra.naming import DATABASE_ROLE_ANNOTATION
 
 SECTIONS = ("iam_roles", "secrets", "database", "acts_as", "usable_by", "rbac", "network", "egress_destinations")
 

@@ -16,8 +16,8 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-NAME_LABEL = "app.kubernetes.io/name"
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+from infra.naming import NAME_LABEL, NAMESPACE_NAME_LABEL
+
 INTERNET = "internet"
 POD_TEMPLATE_KINDS = ("Deployment", "Job", "CronJob")
 

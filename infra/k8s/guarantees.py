@@ -13,15 +13,13 @@ from typing import Any, Iterable
 import yaml
 
 from infra.k8s.analysis import INTERNET, rbac_grants, reachability
-from infra.naming import POOL_LABEL
+from infra.catalogue import EGRESS_PROXY
+from infra.naming import NAME_LABEL, POOL_LABEL, WORKLOAD_IDENTITY_ANNOTATION
 
-NAME_LABEL = "app.kubernetes.io/name"
-EGRESS_PROXY = "egress-proxy"
 PROXY_NAMESPACE = "perfloop-egress"
 PROXY_PORT = 3128
 SANDBOX = "sandbox"
 SESSION_CONTROLLER = "session-controller"
-WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
 SANDBOX_TEMPLATE = "sandbox-pod-template"
 # The exact RBAC of the session controller: verify callers, manage sandbox pods. Nothing else.
 CONTROLLER_RULES = {

@@ -17,15 +17,19 @@ import yaml
 from infra.catalogue import EGRESS_PROXY, SANDBOX_KIND, ApiPermission, Workload
 from infra.egress_policy import policy_modules, render_connector_config, render_policy_data
 from infra.errors import ConfigError
-from infra.naming import POOL_LABEL, PRIVATE_GOOGLE_APIS_CIDR, iam_user_name
+from infra.naming import (
+    DATABASE_ROLE_ANNOTATION,
+    NAME_LABEL,
+    NAMESPACE_NAME_LABEL,
+    POOL_LABEL,
+    PRIVATE_GOOGLE_APIS_CIDR,
+    WORKLOAD_IDENTITY_ANNOTATION,
+    iam_user_name,
+)
 from infra.sql_migrations import migrations_checksum, render_migrations
 from infra.topology import Deployed, Topology
 
-NAME_LABEL = "app.kubernetes.io/name"
 WORKSPACE_LABEL = "perfloop.ai/workspace"
-DATABASE_ROLE_ANNOTATION = "perfloop.ai/database-role"
-WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 # The GKE metadata server as Workload Identity pods see it (169.254.169.252:988 under Dataplane V2).
 METADATA_SERVER = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
